@@ -151,10 +151,10 @@ class MIMMXTrainer(SupervisedTrainer):
         stats: dict[str, float] = {f"ce_{name}": float(v.detach()) for name, v in ce.items()}
 
         loss = ce_total
-        if engine.mi_estimator is not None:
+        if engine.mi_estimator is not None and engine.mi_lambda > 0:
             engine.mi_estimator.train()
             stats["critic_loss"] = engine._train_critics(parts)
-            mi_on = engine.mi_lambda > 0 and engine.state.epoch > engine.mi_warmup_epochs
+            mi_on = engine.state.epoch > engine.mi_warmup_epochs
             with torch.set_grad_enabled(mi_on):
                 mi_pairs = engine.mi_estimator(parts if mi_on else {k: v.detach() for k, v in parts.items()})
             engine.pair_weights.update(mi_pairs)
@@ -173,7 +173,7 @@ class MIMMXTrainer(SupervisedTrainer):
 
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"non-finite loss ({float(loss)}) at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
+                f"non-finite loss ({float(loss.detach())}) at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
                 f"{', '.join(f'{k}={v:.4g}' for k, v in stats.items())}. Lower the learning rate or mi_lambda, "
                 "or check the input images for NaN/inf values."
             )

@@ -42,6 +42,7 @@ class TrainingHistory:
         self._sums: dict[str, float] = defaultdict(float)
         self._count = 0
         self._start = 0.0
+        self._validation: dict[int, dict[str, float]] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -68,6 +69,7 @@ class TrainingHistory:
         for key, value in record.items():
             if key not in ("epoch",):
                 engine.state.metrics[f"train_{key}"] = value
+        record.update(self._validation.pop(engine.state.epoch, {}))
         self.history.append(record)
         mi = "  ".join(f"{k[3:]}={v:.3f}" for k, v in record.items() if k.startswith("mi_") and k != "mi_scale")
         ce = "  ".join(f"{k[3:]}={v:.3f}" for k, v in record.items() if k.startswith("ce_"))
@@ -77,9 +79,14 @@ class TrainingHistory:
         self._write()
 
     def _validation_completed(self, validator: Engine) -> None:
-        if self.history:
-            self.history[-1].update({f"val_{k}": float(v) for k, v in validator.state.metrics.items()})
+        """Validation of epoch e joins record e, whichever of the two handlers runs first."""
+        metrics = {k if k.startswith("val_") else f"val_{k}": float(v) for k, v in validator.state.metrics.items()}
+        epoch = validator.state.epoch
+        if self.history and self.history[-1]["epoch"] == epoch:
+            self.history[-1].update(metrics)
             self._write()
+        else:
+            self._validation[epoch] = metrics
 
     def _write(self) -> None:
         if self.output_file:

@@ -4,8 +4,8 @@ The encoder minimises the MI between its partitions (causal vs every spurious fa
 that spurious partitions do not collapse onto each other). Three estimators are offered:
 
 * ``MINE``  - Donsker-Varadhan lower bound with a learned critic (Belghazi et al. 2018), as in the MIMM reference code.
-* ``CLUB``  - contrastive log-ratio upper bound with a learned Gaussian q(b|a) (Cheng et al. 2020); an upper bound is the
-  safer quantity to *minimise*.
+* ``CLUB``  - contrastive log-ratio upper bound with a learned Gaussian q(b|a) (Cheng et al. 2020); an upper bound is
+  the safer quantity to *minimise*.
 * ``DistanceCorrelation`` - Székely's sample distance correlation; parameter-free, no critic to train.
 
 Every estimator's ``forward(a, b)`` is differentiable w.r.t. ``a`` and ``b`` (the encoder minimises it);
@@ -39,8 +39,9 @@ PAIR_SEP = "|"
 def _check_pair(a: Tensor, b: Tensor) -> int:
     """Validate two (B, D) batches of the same samples; return B."""
     if a.dim() != 2 or b.dim() != 2:
-        raise ValueError(f"MI estimators expect 2-D (batch, features) tensors, got shapes {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
+        raise ValueError(
+            f"MI estimators expect 2-D (batch, features) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"both partitions must hold the same samples, got batch sizes {a.shape[0]} and {b.shape[0]}")
     if a.shape[0] < 2:
@@ -94,12 +95,12 @@ class MINE(MIEstimator):
         joint = t.diagonal().mean()
         off_diag = ~torch.eye(n, dtype=torch.bool, device=t.device)
         log_marg = torch.logsumexp(t[off_diag], dim=0) - math.log(n * (n - 1))  # log-mean-exp over i != j
-        value = joint - log_marg
 
         log_ema = self._ema_for_gradient(log_marg.detach())
-        # d/dtheta exp(log_marg - log_ema) = E_marg[e^T] grad(log_marg) / ema = grad(E_marg[e^T]) / ema.
+        # d/dtheta exp(log_marg - log_ema) = E_marg[e^T] grad(log_marg) / ema = grad(E_marg[e^T]) / ema; the value
+        # stays the DV bound and the log term's own gradient is replaced by the surrogate's.
         surrogate = torch.exp(log_marg - log_ema)
-        return value - (surrogate - surrogate.detach())
+        return joint - log_marg.detach() - (surrogate - surrogate.detach())
 
     @torch.no_grad()
     def _ema_for_gradient(self, log_marg: Tensor) -> Tensor:

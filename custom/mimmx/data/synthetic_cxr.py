@@ -71,7 +71,7 @@ class CueConfig:
     Attributes:
         effusion_contrast: opacity added by the pleural fluid at its densest (full lung darkness is
             about 0.30, so 0.30 would make the fluid as dense as soft tissue). Scaled per patient by
-            a random factor in [0.6, 1.2].
+            a random factor in [0.75, 1.25].
         effusion_min_height / effusion_max_height: range of the fluid column height above the
             costophrenic angle, as a fraction of the lung height (uniformly drawn per effusion).
         sex_contrast: brightness of the breast soft-tissue shadows over the lower lung fields
@@ -222,7 +222,7 @@ def _anatomy_params(rng: np.random.Generator, labels: dict[str, np.ndarray], cue
         "eff_l": y * (side != 0),
         "eff_hr": u(h_lo, h_hi),
         "eff_hl": u(h_lo, h_hi),
-        "eff_c": cues.effusion_contrast * u(0.6, 1.2),
+        "eff_c": cues.effusion_contrast * u(0.75, 1.25),
         "breast": (1 - male) * cues.sex_contrast * u(0.8, 1.2),
         "breast_r": 0.40 * (1 + nrm(0.08)),
         "breast_v": 0.30 + nrm(0.04),
@@ -344,8 +344,8 @@ def _effusion(p: dict[str, np.ndarray], u: np.ndarray, v: np.ndarray, lung_r, lu
         (-1.0, p["dome_r"], p["eff_r"], p["eff_hr"], lung_r),
         (1.0, p["dome_l"], p["eff_l"], p["eff_hl"], lung_l),
     ):
-        lateral = np.clip(s * (u - s * 0.47) / 0.37, 0.0, 1.2)
-        level = dome - 1.5 * h - (0.6 * h + 0.08) * lateral * lateral
+        lateral = np.clip(s * (u - s * 0.42) / 0.4, 0.0, 1.2)
+        level = dome - p["dome_h"] - h - (0.5 * h + 0.1) * lateral * lateral
         fluid = np.clip((v - level) / 0.12, 0.0, 1.0)
         out = out + on * fluid * lung
     return p["eff_c"] * out
