@@ -173,7 +173,8 @@ class MIMMXTrainer(SupervisedTrainer):
 
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"non-finite loss ({float(loss.detach())}) at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
+                f"non-finite loss ({float(loss.detach())}) at epoch {engine.state.epoch}, "
+                f"iteration {engine.state.iteration}: "
                 f"{', '.join(f'{k}={v:.4g}' for k, v in stats.items())}. Lower the learning rate or mi_lambda, "
                 "or check the input images for NaN/inf values."
             )
