@@ -173,12 +173,13 @@ class DistanceCorrelation(MIEstimator):
     """Sample distance correlation dCor(a, b) in [0, 1] (Székely, Rizzo & Bakirov 2007), a dependence measure.
 
     Zero iff independent (in the population), one iff b is a similarity transform of a. Not an MI in nats, but
-    parameter-free, so no critic to train. ``squared=True`` returns dCor^2 (smoother gradient near 0).
+    parameter-free, so no critic to train. ``squared=True`` returns dCor^2 (smoother gradient near 0). ``hidden`` is
+    accepted and unused, so that a bundle switches estimators with one override (``mi_estimator#estimator dcor``).
     """
 
     has_critic = False
 
-    def __init__(self, squared: bool = False, eps: float = 1e-10) -> None:
+    def __init__(self, squared: bool = False, eps: float = 1e-10, hidden: int | None = None) -> None:
         super().__init__()
         self.squared = squared
         self.eps = float(eps)
@@ -223,6 +224,10 @@ class PairwiseMI(nn.Module):
 
     The default pairs are all unordered pairs in insertion order (causal with each spurious partition and spurious with
     spurious, as in the multi-factor MIMM), so that no two partitions share information.
+
+    With ``standardize`` (default) each partition is standardised over the batch before it reaches an estimator. MI is
+    invariant to such per-dimension affine maps, but the critics are not: without it the encoder can lower a MINE or
+    CLUB estimate by rescaling features rather than by removing information.
     """
 
     def __init__(
@@ -230,9 +235,11 @@ class PairwiseMI(nn.Module):
         partition_dims: Mapping[str, int],
         estimator: str = "mine",
         pairs: Sequence[tuple[str, str]] | None = None,
+        standardize: bool = True,
         **estimator_kwargs,
     ) -> None:
         super().__init__()
+        self.standardize = bool(standardize)
         dims = dict(partition_dims)
         for name, dim in dims.items():
             if PAIR_SEP in name or "." in name or not name:
@@ -264,7 +271,10 @@ class PairwiseMI(nn.Module):
     def _get(self, parts: Mapping[str, Tensor], name: str) -> Tensor:
         if name not in parts:
             raise KeyError(f"partition {name!r} missing from features; got {list(parts)}")
-        return parts[name]
+        x = parts[name]
+        if self.standardize and x.shape[0] > 1:
+            x = (x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 1e-5)
+        return x
 
     def forward(self, parts: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Differentiable MI estimate per pair."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mimmx.data.chexpert import read_chexpert
+from mimmx.data.cohort import read_cohort
 from mimmx.data.datalist import read_datalist, write_datalist
 from mimmx.data.splits import build_splits, format_report
 from mimmx.errors import ConfigError, DataError, MimmxError
@@ -39,8 +40,11 @@ logger = logging.getLogger("mimmx.data")
 
 DATALIST_VERSION = 1  # bump when the reader or split algorithm changes what a config produces
 
-FORMATS: dict[str, Callable[..., tuple[list[dict], dict]]] = {"chexpert": read_chexpert}
-GENERATORS: dict[str, str] = {"cxr": "mimmx.data.synthetic_cxr:generate_cxr_cohort"}
+FORMATS: dict[str, Callable[..., tuple[list[dict], dict]]] = {"chexpert": read_chexpert, "cohort": read_cohort}
+GENERATORS: dict[str, str] = {
+    "cxr": "mimmx.data.synthetic_cxr:generate_cxr_cohort",
+    "mri": "mimmx.data.synthetic_mri:generate_mri_cohort",
+}
 
 _COHORT_KEYS = ("format", "csv", "image_root", "synthetic")
 _TARGET_INFO_KEYS = ("column", "name", "class_names")  # not reader options

@@ -91,13 +91,13 @@ class CueConfig:
             rotation, diaphragm height); 1 is the default variability, 0 none.
     """
 
-    effusion_contrast: float = 0.12
-    effusion_min_height: float = 0.05
-    effusion_max_height: float = 0.30
+    effusion_contrast: float = 0.16
+    effusion_min_height: float = 0.10
+    effusion_max_height: float = 0.35
     sex_contrast: float = 0.10
     sex_shape: float = 0.10
     age_contrast: float = 0.6
-    device_contrast: float = 0.45
+    device_contrast: float = 0.55
     device_width: float = 0.04
     marker_contrast: float = 0.6
     noise_std: float = 0.04
@@ -299,8 +299,9 @@ def _curve(u: np.ndarray, v: np.ndarray, u0, v0, u1, v1, bend, width: float) -> 
 
 def _body(p: dict[str, np.ndarray], u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Soft-tissue silhouette: chest barrel (widest at the bases), shoulders, neck and upper arms."""
-    half = 0.93 + 0.1 * v
-    chest = _ramp(1 - np.abs(u / half) ** 3 - ((v - 0.15) / 1.1) ** 4, 0.15)
+    au = np.abs(u / (0.93 + 0.1 * v))
+    vv = ((v - 0.15) / 1.1) ** 2
+    chest = _ramp(1 - au * au * au - vv * vv, 0.15)  # products: float powers other than 2 are slow
     shoulders = _ellipse(u, v, 0.0, -0.74, p["shoulder"], 0.24, 0.3)
     neck = _ramp(0.25 - np.abs(u), 0.05) * _ramp(-0.6 - v, 0.1)
     arms = 0.85 * _ellipse(np.abs(u), v, p["shoulder"] - 0.02, 0.0, 0.13, 0.9, 0.3)
@@ -395,7 +396,8 @@ def _render_frontal(p: dict[str, np.ndarray], x, y, cues: CueConfig, rng: np.ran
     vessels = np.clip(1 - (au - 0.15) / 0.6, 0.0, 1.0)
     abdomen = _ramp(v - 0.5, 0.2)
     tissue = p["tissue"]
-    img = 0.06 + body * (0.40 + 0.05 * abdomen) + tissue * (0.07 * heart + 0.04 * mediastinum)
+    above_domes = _ramp(0.4 - v, 0.2)  # the heart's lower half merges into the diaphragm's soft tissue
+    img = 0.06 + body * (0.40 + 0.05 * abdomen) + tissue * (0.07 * heart * above_domes + 0.04 * mediastinum)
     img = img - tissue * lungs * (0.30 - 0.08 * vessels)
     img = img + _bones(p, u, v, au)
     img = img + _effusion(p, u, v, lung_r * visible, lung_l * visible)
