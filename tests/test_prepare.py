@@ -132,8 +132,8 @@ def test_synthetic_generator_is_called_when_table_is_missing(tmp_path, write_coh
     assert read_datalist(path)["metadata"]["split_report"]["seed"] == 7
     _prepare(dataset, cohort=cohort, seed=7)  # table exists now: no second generation
     assert len(calls) == 1
-    with pytest.raises(ConfigError, match=r"generator: expected one of \['cxr'\]"):
-        _prepare(tmp_path / "other", cohort={**COHORT, "synthetic": {"generator": "mri"}})
+    with pytest.raises(ConfigError, match=r"generator: expected one of \['cxr', 'mri'\]"):
+        _prepare(tmp_path / "other", cohort={**COHORT, "synthetic": {"generator": "pet"}})
 
 
 def test_failed_split_leaves_nothing_behind(dataset):
@@ -174,7 +174,7 @@ def test_read_datalist_errors(tmp_path):
 
 
 def test_config_errors(dataset):
-    with pytest.raises(ConfigError, match=r"cohort#format: expected one of \['chexpert'\]"):
+    with pytest.raises(ConfigError, match=r"cohort#format: expected one of \['chexpert', 'cohort'\]"):
         _prepare(dataset, cohort={**COHORT, "format": "ukbb"})
     with pytest.raises(ConfigError, match=r"\['view'\] are not understood by the 'chexpert' reader"):
         _prepare(dataset, cohort={**COHORT, "view": "AP"})

@@ -119,14 +119,14 @@ class MIMMXTrainer(SupervisedTrainer):
             out[name] = value.view(-1).long().to(self.state.device, non_blocking=self.non_blocking)
         return out
 
-    def _train_critics(self, parts: Mapping[str, torch.Tensor]) -> float:
+    def _train_critics(self, parts: Mapping[str, torch.Tensor], condition: torch.Tensor) -> float:
         if self.mi_estimator is None or not self.mi_estimator.has_critic or self.critic_steps == 0:
             return 0.0
         detached = {k: v.detach() for k, v in parts.items()}
         loss = torch.zeros(())
         for _ in range(self.critic_steps):
             self.critic_optimizer.zero_grad(set_to_none=True)
-            loss = self.mi_estimator.critic_loss(detached)
+            loss = self.mi_estimator.critic_loss(detached, condition=condition)
             loss.backward()
             self.critic_optimizer.step()
         return float(loss.detach())
@@ -153,10 +153,11 @@ class MIMMXTrainer(SupervisedTrainer):
         loss = ce_total
         if engine.mi_estimator is not None and engine.mi_lambda > 0:
             engine.mi_estimator.train()
-            stats["critic_loss"] = engine._train_critics(parts)
+            stats["critic_loss"] = engine._train_critics(parts, labels[CAUSAL])
             mi_on = engine.state.epoch > engine.mi_warmup_epochs
             with torch.set_grad_enabled(mi_on):
-                mi_pairs = engine.mi_estimator(parts if mi_on else {k: v.detach() for k, v in parts.items()})
+                mi_input = parts if mi_on else {k: v.detach() for k, v in parts.items()}
+                mi_pairs = engine.mi_estimator(mi_input, condition=labels[CAUSAL])
             engine.pair_weights.update(mi_pairs)
             weights = engine.pair_weights.weights().to(features.device)
             mi_stack = torch.stack([mi_pairs[p] for p in engine.mi_estimator.pair_names])

@@ -225,6 +225,12 @@ class PairwiseMI(nn.Module):
     The default pairs are all unordered pairs in insertion order (causal with each spurious partition and spurious with
     spurious, as in the multi-factor MIMM), so that no two partitions share information.
 
+    With ``conditional``, each estimate is computed within each class of a conditioning label (the causal target) and
+    averaged over classes weighted by their size: I(a; b | y) instead of I(a; b). Where the target itself is correlated
+    with the factors, I(causal; factor) cannot reach zero for a model that predicts the target from causal evidence,
+    while I(causal; factor | y) can: only what the causal partition knows about a factor beyond the target is
+    penalised. Product-of-marginals samples then pair only images of the same class.
+
     With ``standardize`` (default) each partition is standardised over the batch before it reaches an estimator. MI is
     invariant to such per-dimension affine maps, but the critics are not: without it the encoder can lower a MINE or
     CLUB estimate by rescaling features rather than by removing information.
@@ -236,10 +242,12 @@ class PairwiseMI(nn.Module):
         estimator: str = "mine",
         pairs: Sequence[tuple[str, str]] | None = None,
         standardize: bool = True,
+        conditional: bool = False,
         **estimator_kwargs,
     ) -> None:
         super().__init__()
         self.standardize = bool(standardize)
+        self.conditional = bool(conditional)
         dims = dict(partition_dims)
         for name, dim in dims.items():
             if PAIR_SEP in name or "." in name or not name:
@@ -271,22 +279,48 @@ class PairwiseMI(nn.Module):
     def _get(self, parts: Mapping[str, Tensor], name: str) -> Tensor:
         if name not in parts:
             raise KeyError(f"partition {name!r} missing from features; got {list(parts)}")
-        x = parts[name]
+        return parts[name]
+
+    def _standardize(self, x: Tensor) -> Tensor:
         if self.standardize and x.shape[0] > 1:
             x = (x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 1e-5)
         return x
 
-    def forward(self, parts: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Differentiable MI estimate per pair."""
-        return {
-            name: self.estimators[name](self._get(parts, a), self._get(parts, b))
-            for name, (a, b) in zip(self.pair_names, self.pairs, strict=True)
-        }
+    def _groups(self, n: int, condition: Tensor | None) -> list[Tensor | None]:
+        """Index sets to estimate on: the whole batch, or each class of ``condition`` with at least two samples."""
+        if not self.conditional:
+            return [None]
+        if condition is None:
+            raise ValueError("a conditional PairwiseMI needs the conditioning labels (condition=...)")
+        condition = condition.view(-1)
+        groups = [torch.nonzero(condition == c).view(-1) for c in torch.unique(condition)]
+        return [g for g in groups if g.numel() >= 2]
 
-    def critic_loss(self, parts: Mapping[str, Tensor]) -> Tensor:
+    def _per_pair(self, parts: Mapping[str, Tensor], condition: Tensor | None, fn) -> dict[str, Tensor]:
+        """fn(estimator, a, b) per pair, averaged over the groups weighted by group size."""
+        n = next(iter(parts.values())).shape[0]
+        groups = self._groups(n, condition)
+        out = {}
+        for name, (a, b) in zip(self.pair_names, self.pairs, strict=True):
+            xa, xb = self._get(parts, a), self._get(parts, b)
+            values, weights = [], []
+            for g in groups:
+                ga, gb = (xa, xb) if g is None else (xa[g], xb[g])
+                values.append(fn(self.estimators[name], self._standardize(ga), self._standardize(gb)))
+                weights.append(float(ga.shape[0]))
+            if not values:  # no class with two samples in this batch
+                out[name] = xa.sum() * 0.0
+                continue
+            total = sum(weights)
+            out[name] = sum(v * (w / total) for v, w in zip(values, weights, strict=True))
+        return out
+
+    def forward(self, parts: Mapping[str, Tensor], condition: Tensor | None = None) -> dict[str, Tensor]:
+        """Differentiable MI estimate per pair (conditional on ``condition`` if the module is conditional)."""
+        return self._per_pair(parts, condition, lambda est, a, b: est(a, b))
+
+    def critic_loss(self, parts: Mapping[str, Tensor], condition: Tensor | None = None) -> Tensor:
         """Sum of the critics' losses; detaches the features so only critic parameters get gradients."""
-        losses = [
-            self.estimators[name].critic_loss(self._get(parts, a).detach(), self._get(parts, b).detach())
-            for name, (a, b) in zip(self.pair_names, self.pairs, strict=True)
-        ]
-        return torch.stack(losses).sum()
+        detached = {k: v.detach() for k, v in parts.items()}
+        losses = self._per_pair(detached, condition, lambda est, a, b: est.critic_loss(a, b))
+        return torch.stack(list(losses.values())).sum()

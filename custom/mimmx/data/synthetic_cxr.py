@@ -66,14 +66,19 @@ class CueConfig:
     """Strengths of the image cues, on the [0, 1] intensity scale of the rendered film.
 
     The defaults are calibrated with ``scripts/check_cue_difficulty.py`` so that a small CNN learns
-    each spurious cue within one epoch while the effusion needs several (see that script).
+    each spurious cue within one epoch while the effusion needs several, as in real radiographs
+    (2000 training images at 64x64, validation AUC after epoch 1: effusion 0.83-0.85, sex, age
+    and devices >= 0.99; after epoch 10: effusion 0.97).
 
     Attributes:
         effusion_contrast: opacity added by the pleural fluid at its densest (full lung darkness is
             about 0.30, so 0.30 would make the fluid as dense as soft tissue). Scaled per patient by
             a random factor in [0.75, 1.25].
-        effusion_min_height / effusion_max_height: range of the fluid column height above the
-            costophrenic angle, as a fraction of the lung height (uniformly drawn per effusion).
+        effusion_min_height / effusion_max_height: range (drawn uniformly per affected side) of the
+            height of the fluid's medial border above the top of the diaphragm dome, in patient units
+            (a lung is about 1.4 tall); the meniscus rises further towards the lateral chest wall.
+            The minimum matters most for difficulty: below about 0.1 the smallest effusions are
+            hardly visible at 64x64 and no small CNN gets past AUC ~0.93.
         sex_contrast: brightness of the breast soft-tissue shadows over the lower lung fields
             (Female only).
         sex_shape: relative difference of thorax and shoulder width between Male and Female

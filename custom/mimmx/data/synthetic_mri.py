@@ -31,7 +31,17 @@ from tqdm import tqdm
 
 from mimmx.io_utils import atomic_write_csv, atomic_write_json
 
-__all__ = ["COHORT_FOLDER", "CSV_NAME", "COLUMNS", "SITES", "SITE_FIDUCIALS", "MriCueConfig", "generate_mri_cohort"]
+__all__ = [
+    "COHORT_FOLDER",
+    "CSV_NAME",
+    "COLUMNS",
+    "SITES",
+    "SITE_FIDUCIALS",
+    "MriCueConfig",
+    "draw_subjects",
+    "generate_mri_cohort",
+    "site_affine",
+]
 
 COHORT_FOLDER = "mri_cohort"
 CSV_NAME = "participants.csv"
@@ -155,7 +165,6 @@ def _anatomy_params(rng: np.random.Generator, s: dict[str, np.ndarray], cues: Mr
         "cortex": 0.1 * (1 - cues.cortex_thinning * severity) * (1 + rng.normal(0, 0.05, n)),
         "sulcus_thr": 0.35 - cues.sulcal_widening * severity + rng.normal(0, 0.03, n),
         "ventricle": np.exp(rng.normal(0, cues.ventricle_jitter, n)) * (1 + (cues.ventricle_scale - 1) * severity),
-        "field_15": field_15,
         "contrast": 1 - cues.field_contrast * field_15,
         "bias": cues.bias_strength * np.where(field_15 > 0, 0.25, 1.0) * rng.uniform(0.8, 1.2, n),
         "gain": 1 + rng.uniform(-cues.intensity_jitter, cues.intensity_jitter, n),
