@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -69,7 +70,36 @@ def run_method(name: str, bundle: Path, work_dir: Path, extra: dict[str, str], l
     }
     result["epoch_seconds"] = statistics.mean(seconds)
     result["epochs"] = len(history)
+    # max resident set size of any bundle run so far (what /usr/bin/time -v reports), in MiB
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return result
+
+
+def inference_ms(bundle: Path, ckpt: Path, datalist: Path, repeats: int = 20) -> float:
+    """Median wall time of ``repeats`` single-image forward passes on the CPU (preprocessed input, after warm-up)."""
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import load_decathlon_datalist
+
+    from mimmx.data import datalist_base_dir
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    parser["device"] = "$torch.device('cpu')"
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    net.eval()
+    items = load_decathlon_datalist(str(datalist), False, "test_balanced", base_dir=datalist_base_dir(datalist))
+    x = parser.get_parsed_content("preprocessing")({"image": items[0]["image"]})["image"][None]
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            net(x)
+            if i >= 3:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -107,6 +137,10 @@ def main() -> None:
     }
     if "erm" in results and "mimmx" in results:
         record["mimmx_epoch_time_vs_erm"] = results["mimmx"]["epoch_seconds"] / results["erm"]["epoch_seconds"]
+    record["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results.values())
+    if "mimmx" in results:
+        datalist = bundle / "data" / "datalist.json"
+        record["infer_ms_median"] = inference_ms(bundle, work_dir / "mimmx" / "models" / "model.pt", datalist)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mimmx.data.synthetic_cxr import generate_cxr_cohort
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torch import nn
+
+from mimmx.data.synthetic_cxr import generate_cxr_cohort
 
 LABELS = ("target", "sex", "age", "devices")
 

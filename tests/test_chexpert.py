@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from mimmx.data.chexpert import read_chexpert
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import parse_factors

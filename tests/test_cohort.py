@@ -10,11 +10,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.data import load_decathlon_datalist
+
 from mimmx.data import SPLIT_NAMES, datalist_base_dir, prepare_datalist, read_cohort, read_datalist
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import parse_factors
 from mimmx.transforms import CheckedLoadImaged
-from monai.data import load_decathlon_datalist
 
 HEADER = ["subject_id", "image", "atrophy", "sex", "age", "site", "field_strength", "scanner_note"]
 FACTORS = [

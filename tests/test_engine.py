@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.data import DataLoader
+
 from mimmx.engines import MIMMXTrainer
 from mimmx.errors import ConfigError, TrainingError
 from mimmx.handlers import TrainingHistory
 from mimmx.mi import PairwiseMI
 from mimmx.networks import MIMMXNet
-from monai.data import DataLoader
 
 FACTORS = [{"name": "sex", "classes": [0, 1]}, {"name": "age", "classes": [0, 1]}]
 

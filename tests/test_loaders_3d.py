@@ -12,9 +12,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from mimmx.data.dicom import check_dicom_series
-from mimmx.errors import DataError
-from mimmx.transforms import CheckedLoadImaged
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -25,6 +22,10 @@ from monai.transforms import (
 )
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from mimmx.data.dicom import check_dicom_series
+from mimmx.errors import DataError
+from mimmx.transforms import CheckedLoadImaged
 
 PIXDIM = (2.0, 2.0, 2.0)
 SIZE = (16, 16, 16)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from mimmx.errors import ConfigError
 from mimmx.mi import CLUB, ESTIMATORS, MINE, DistanceCorrelation, PairwiseMI, build_estimator
 

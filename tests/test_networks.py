@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mimmx.errors import ConfigError
 from mimmx.factors import parse_factors
 from mimmx.networks import MIMMXNet

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from monai.data import load_decathlon_datalist
+
 from mimmx.data import SPLIT_NAMES, datalist_base_dir, prepare_datalist, read_datalist, write_datalist
 from mimmx.data import prepare as prepare_module
 from mimmx.errors import ConfigError, DataError, SplitError
-from monai.data import load_decathlon_datalist
 
 COHORT = {"format": "chexpert", "csv": "CheXpert-v1.0-small/train.csv", "image_root": None, "synthetic": None}
 TARGET = {"column": "Pleural Effusion", "uncertain": "ignore", "blank": "zeros"}

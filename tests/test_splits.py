@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from mimmx.data.splits import SPLIT_NAMES, bucket_counts, build_splits, format_report
 from mimmx.errors import ConfigError, DataError, SplitError
 

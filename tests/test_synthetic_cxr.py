@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mimmx.data.synthetic_cxr import CHEXPERT_COLUMNS, generate_cxr_cohort
 from PIL import Image
+
+from mimmx.data.synthetic_cxr import CHEXPERT_COLUMNS, generate_cxr_cohort
 
 HEADER = (
     "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,"

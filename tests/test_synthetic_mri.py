@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from mimmx.data import prepare_datalist, read_cohort, read_datalist
 from mimmx.data.synthetic_mri import (
     COLUMNS,

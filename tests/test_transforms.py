@@ -8,12 +8,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from mimmx.errors import DataError
-from mimmx.transforms import CheckedLoadImaged
 from monai.bundle import ConfigParser
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from mimmx.errors import DataError
+from mimmx.transforms import CheckedLoadImaged
 
 TRAIN = Path(__file__).resolve().parents[1] / "bundles" / "mimmx_cxr" / "configs" / "train.yaml"
 

@@ -1,0 +1,153 @@
+"""Both bundles end to end through their own configs: train, evaluate, infer, verify, export, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ckpt_export, run, verify_net_in_out
+
+from mimmx.errors import ConfigError, DataError
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+# the shipped configs, only smaller: a small cohort, small images, one epoch
+SMALL = {
+    "cxr": {
+        "cohort#synthetic": {"generator": "cxr", "num_patients": 1200, "image_size": 32, "rho": 0.5},
+        "splits#sizes": {"train": 96, "val": 32, "test_id": 32, "test_inverted": 32, "test_balanced": 32},
+        "image_size": [32, 32],
+        "batch_size": 16,
+        "max_epochs": 1,
+    },
+    "mri": {
+        "cohort#synthetic": {"generator": "mri", "num_subjects": 1000, "shape": [16, 16, 16], "spacing": [8.0] * 3},
+        "splits#sizes": {"train": 64, "val": 16, "test_id": 16, "test_inverted": 16, "test_balanced": 32},
+        "pixdim": [8.0, 8.0, 8.0],
+        "spatial_size": [16, 16, 16],
+        "batch_size": 8,
+        "max_epochs": 1,
+    },
+}
+# what the inference config needs to match the small training run, and the images it predicts on by default
+INFERENCE_SMALL = {"cxr": {"image_size": [32, 32]}, "mri": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16]}}
+DEFAULT_INPUTS = {
+    "cxr": "CheXpert-v1.0-small/train/patient000*/study1/*frontal.png",
+    "mri": "mri_cohort/sub-000*/anat/*_T1w.nii.gz",
+}
+CLASSES = {"cxr": ("no_effusion", "effusion"), "mri": ("healthy", "atrophy")}
+FACTORS = {"cxr": {"sex", "age", "devices"}, "mri": {"field_strength", "site", "sex"}}
+EXPORT_INPUT = {"cxr": (2, 1, 64, 64), "mri": (2, 1, 32, 32, 32)}
+
+
+def _configs(name: str) -> dict[str, str]:
+    root = BUNDLES / f"mimmx_{name}" / "configs"
+    return {
+        k: str(root / f"{k}.{'json' if k == 'metadata' else 'yaml'}")
+        for k in ("train", "evaluate", "inference", "metadata")
+    }
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+@pytest.fixture(scope="module", params=["cxr", "mri"])
+def trained(request, tmp_path_factory) -> tuple[str, Path]:
+    name = request.param
+    root = tmp_path_factory.mktemp(f"{name}_bundle")
+    run("training", bundle_root=str(root), config_file=_configs(name)["train"], **SMALL[name])
+    return name, root
+
+
+def test_training_writes_checkpoints_history_and_datalist(trained):
+    name, root = trained
+    assert (root / "models" / "model.pt").is_file()
+    assert list((root / "models").glob("training_checkpoint_epoch=1.pt"))
+    history = json.loads((root / "eval" / "history.json").read_text())
+    assert history[0]["epoch"] == 1 and "val_auc" in history[0]
+    assert any(k.startswith("mi_causal|") for k in history[0])
+    datalist = json.loads((root / "data" / "datalist.json").read_text())
+    sizes = SMALL[name]["splits#sizes"]
+    assert {s: len(datalist[s]) for s in sizes} == sizes
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("heads.causal") for k in state), "model.pt must be a flat state dict"
+
+
+def test_evaluate_writes_metrics_for_every_test_split_and_factor(trained):
+    name, root = trained
+    cfg = _configs(name)
+    run("evaluating", bundle_root=str(root), config_file=[cfg["train"], cfg["evaluate"]], **SMALL[name])
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert set(metrics["splits"]) == {"test_id", "test_inverted", "test_balanced"}
+    for split, result in metrics["splits"].items():
+        assert result["n"] == SMALL[name]["splits#sizes"][split]
+        assert 0.0 <= result["causal"]["auc"] <= 1.0 and 0.0 <= result["causal"]["accuracy"] <= 1.0
+        assert set(result["factors"]) == FACTORS[name]
+        assert all(0.0 <= f["head_auc"] <= 1.0 for f in result["factors"].values())
+    for key in ("test_id_auc", "test_inverted_auc", "test_balanced_auc"):
+        assert key in metrics["summary"]
+
+
+def test_inference_writes_one_prediction_per_image(trained):
+    name, root = trained
+    images = sorted((root / "data").glob(DEFAULT_INPUTS[name]))
+    run("run", bundle_root=str(root), config_file=_configs(name)["inference"], **INFERENCE_SMALL[name])
+    with open(root / "eval" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    negative, positive = CLASSES[name]
+    assert len(rows) == len(images) > 0
+    assert set(rows[0]) == {"image", f"prob_{negative}", f"prob_{positive}", "pred_class"}
+    for row in rows:
+        p0, p1 = float(row[f"prob_{negative}"]), float(row[f"prob_{positive}"])
+        assert p0 + p1 == pytest.approx(1.0, abs=1e-4)
+        assert row["pred_class"] == (positive if p1 > p0 else negative)
+
+
+def test_verify_net_in_out_and_torchscript_export(trained):
+    name, root = trained
+    cfg = _configs(name)
+    verify_net_in_out(net_id="network_def", meta_file=cfg["metadata"], config_file=cfg["inference"])
+    ts = root / "models" / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(root / "models" / "model.pt"),
+        meta_file=cfg["metadata"],
+        config_file=cfg["inference"],
+    )
+    scripted = torch.jit.load(str(ts))
+    assert scripted(torch.rand(*EXPORT_INPUT[name])).shape == (2, 2)
+
+
+def test_resume_from_training_checkpoint(trained):
+    name, root = trained
+    ckpt = next((root / "models").glob("training_checkpoint_epoch=1.pt"))
+    overrides = {**SMALL[name], "max_epochs": 2, "train#resume_from": str(ckpt)}
+    run("training", bundle_root=str(root), config_file=_configs(name)["train"], **overrides)
+    history = json.loads((root / "eval" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [2], "a resumed run continues at epoch 2"
+
+
+@pytest.mark.parametrize("name", ["cxr", "mri"])
+def test_no_factor_is_a_clear_config_error(tmp_path, name):
+    with pytest.raises(Exception) as info:
+        run(
+            "training", bundle_root=str(tmp_path), config_file=_configs(name)["train"], **{**SMALL[name], "factors": []}
+        )
+    cause = _root_cause(info.value)
+    assert isinstance(cause, ConfigError) and "K = 0" in str(cause)
+    assert not (tmp_path / "data" / "datalist.json").exists()
+
+
+@pytest.mark.parametrize("name", ["cxr", "mri"])
+def test_inference_without_images_names_the_pattern(tmp_path, name):
+    with pytest.raises(Exception) as info:
+        run("run", bundle_root=str(tmp_path), config_file=_configs(name)["inference"], input_glob=str(tmp_path / "*.x"))
+    cause = _root_cause(info.value)
+    assert isinstance(cause, DataError) and str(tmp_path) in str(cause)
