@@ -11,7 +11,6 @@ the report) so the data list can move with the data set.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections import Counter
@@ -19,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mimmx.data.table import cell_getter, check_images, column_index, encode_factors, read_table, reader_report
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import FactorSpec, normalise_value, parse_factors
 
@@ -32,8 +32,6 @@ VIEW_COLUMN = "Frontal/Lateral"
 PROJECTION_COLUMN = "AP/PA"
 
 _PATIENT_RE = re.compile(r"patient\d+")
-_MAX_NAMED = 5  # missing files / unmapped values named in one message
-_MAX_VALUES = 10  # distinct unmapped values kept per factor in the report
 
 
 def read_chexpert(
@@ -60,14 +58,14 @@ def read_chexpert(
     specs = parse_factors(factors) if factors else []
     allowed_views = _normalise_views(views)
 
-    header, rows = _read_table(csv_path)
+    header, rows = read_table(csv_path)
     required = [PATH_COLUMN, target]
     if frontal_only:
         required.append(VIEW_COLUMN)
     if allowed_views is not None:
         required.append(PROJECTION_COLUMN)
     required += [s.column for s in specs]
-    col = _column_index(csv_path, header, required)
+    col = column_index(csv_path, header, required)
 
     root = Path(image_root).resolve() if image_root is not None else None
     items: list[dict] = []
@@ -75,7 +73,7 @@ def read_chexpert(
     dropped: Counter = Counter()
     unmapped: dict[str, Counter] = {s.key: Counter() for s in specs}
     for line, row in rows:
-        cell = _cell_getter(csv_path, line, row, col)
+        cell = cell_getter(csv_path, line, row, col)
         path = cell(PATH_COLUMN)
         if not path:
             raise DataError(f"{csv_path}, line {line}: the {PATH_COLUMN!r} cell is blank.")
@@ -92,7 +90,7 @@ def read_chexpert(
             dropped[reason] += 1
             continue
         item = {"image": path, "label": label, "patient_id": _patient_id(csv_path, line, path)}
-        if not _encode_factors(item, specs, cell, dropped, unmapped):
+        if not encode_factors(item, specs, cell, dropped, unmapped):
             continue
         items.append(item)
         lines.append(line)
@@ -100,9 +98,9 @@ def read_chexpert(
     if root is None:
         root = csv_path.resolve().parent
     if check_files:
-        _check_files(csv_path, root, items, lines)
-    report = _report(csv_path, root, len(rows), items, dropped, unmapped, specs)
-    return items, report
+        check_images(csv_path, root, items, lines, column=PATH_COLUMN)
+    drop_keys = ["lateral", "view", "uncertain_target", "blank_target"] + [f"factor:{s.key}" for s in specs]
+    return items, reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
 
 
 def default_image_root(csv_path: str | os.PathLike, first_path: str) -> Path:
@@ -134,45 +132,6 @@ def _normalise_views(views: Sequence[str] | str | None) -> frozenset[str] | None
     return allowed
 
 
-def _read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, cells) of each non-empty row; one DataError for any unreadable file."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
-    except FileNotFoundError as e:
-        raise DataError(f"{csv_path}: cohort table not found.") from e
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{csv_path}: cannot read the cohort table ({e}).") from e
-    if not header or not any(c.strip() for c in header):
-        raise DataError(f"{csv_path}: the cohort table is empty (no header row).")
-    header = [c.strip() for c in header]
-    duplicates = sorted(c for c, n in Counter(header).items() if n > 1)
-    if duplicates:
-        raise DataError(f"{csv_path}: column(s) {duplicates} appear more than once in the header.")
-    return header, rows
-
-
-def _column_index(csv_path: Path, header: list[str], required: list[str]) -> dict[str, int]:
-    missing = [c for c in dict.fromkeys(required) if c not in header]
-    if missing:
-        raise DataError(f"{csv_path}: missing column(s) {missing}; the file has columns {header}.")
-    return {c: header.index(c) for c in dict.fromkeys(required)}
-
-
-def _cell_getter(csv_path: Path, line: int, row: list[str], col: dict[str, int]):
-    def cell(name: str) -> str:
-        i = col[name]
-        if i >= len(row):
-            raise DataError(
-                f"{csv_path}, line {line}: the row has {len(row)} cells, so column {name!r} (cell {i + 1}) is absent."
-            )
-        return row[i].strip()
-
-    return cell
-
-
 def _encode_target(
     csv_path: Path, line: int, target: str, raw: str, uncertain: str, blank: str
 ) -> tuple[int | None, str]:
@@ -189,21 +148,6 @@ def _encode_target(
     raise DataError(f"{csv_path}, line {line}: target {target!r} is {raw!r}; expected 1.0, 0.0, -1.0 or blank.")
 
 
-def _encode_factors(
-    item: dict, specs: Sequence[FactorSpec], cell, dropped: Counter, unmapped: dict[str, Counter]
-) -> bool:
-    """Add each factor's class index to ``item``; False (and a counted drop) when one has none."""
-    for spec in specs:
-        raw = cell(spec.column)
-        code = spec.encode(raw)
-        if code is None:
-            dropped[f"factor:{spec.key}"] += 1
-            unmapped[spec.key][raw] += 1
-            return False
-        item[spec.key] = code
-    return True
-
-
 def _components(path: str) -> list[str]:
     return [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
 
@@ -215,43 +159,3 @@ def _patient_id(csv_path: Path, line: int, path: str) -> str:
     raise DataError(
         f"{csv_path}, line {line}: no patient id in path {path!r}; expected a folder named like 'patient00001'."
     )
-
-
-def _check_files(csv_path: Path, root: Path, items: list[dict], lines: list[int]) -> None:
-    """Name up to five missing images (with their CSV lines) in one error rather than stopping at the first."""
-    missing = [
-        (line, item["image"]) for item, line in zip(items, lines, strict=True) if not (root / item["image"]).is_file()
-    ]
-    if not missing:
-        return
-    named = "; ".join(f"line {line}: {path}" for line, path in missing[:_MAX_NAMED])
-    more = f" (and {len(missing) - _MAX_NAMED} more)" if len(missing) > _MAX_NAMED else ""
-    raise DataError(
-        f"{csv_path}: {len(missing)} image(s) not found under image root {root}: {named}{more}. "
-        "Set cohort image_root to the folder the Path cells are relative to, or fix the table."
-    )
-
-
-def _report(
-    csv_path: Path,
-    root: Path,
-    rows_read: int,
-    items: list[dict],
-    dropped: Counter,
-    unmapped: dict[str, Counter],
-    specs: Sequence[FactorSpec],
-) -> dict:
-    labels = Counter(item["label"] for item in items)
-    drop_keys = ["lateral", "view", "uncertain_target", "blank_target"] + [f"factor:{s.key}" for s in specs]
-    return {
-        "csv": str(csv_path.resolve()),
-        "rows_read": rows_read,
-        "rows_kept": len(items),
-        "dropped": {k: dropped.get(k, 0) for k in drop_keys},
-        "unmapped_values": {
-            k: {("<blank>" if v == "" else v): n for v, n in c.most_common(_MAX_VALUES)} for k, c in unmapped.items()
-        },
-        "label_counts": {"0": labels.get(0, 0), "1": labels.get(1, 0)},
-        "n_patients": len({item["patient_id"] for item in items}),
-        "image_root": str(root),
-    }

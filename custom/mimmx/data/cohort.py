@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mimmx.data.chexpert import _MAX_NAMED, _MAX_VALUES, _cell_getter, _column_index, _encode_factors, _read_table
+from mimmx.data.table import cell_getter, check_images, column_index, encode_factors, read_table, reader_report
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import FactorSpec, ValueMap, parse_factors
 
@@ -54,8 +54,8 @@ def read_cohort(
     target_map = _target_map(classes, bins)
     specs = parse_factors(factors) if factors else []
 
-    header, rows = _read_table(csv_path)
-    col = _column_index(csv_path, header, [subject_column, image_column, target] + [s.column for s in specs])
+    header, rows = read_table(csv_path)
+    col = column_index(csv_path, header, [subject_column, image_column, target] + [s.column for s in specs])
     root = Path(image_root).resolve() if image_root is not None else csv_path.resolve().parent
 
     items: list[dict] = []
@@ -63,7 +63,7 @@ def read_cohort(
     dropped: Counter = Counter()
     unmapped: dict[str, Counter] = {_TARGET_KEY: Counter(), **{s.key: Counter() for s in specs}}
     for line, row in rows:
-        cell = _cell_getter(csv_path, line, row, col)
+        cell = cell_getter(csv_path, line, row, col)
         subject = _required_cell(csv_path, line, cell, subject_column)
         image = _required_cell(csv_path, line, cell, image_column)
         label = target_map.encode(cell(target))
@@ -72,14 +72,17 @@ def read_cohort(
             unmapped[_TARGET_KEY][cell(target)] += 1
             continue
         item = {"image": image, "label": label, "patient_id": subject}
-        if not _encode_factors(item, specs, cell, dropped, unmapped):
+        if not encode_factors(item, specs, cell, dropped, unmapped):
             continue
         items.append(item)
         lines.append(line)
 
     if check_files:
-        _check_images(csv_path, root, items, lines)
-    return items, _report(csv_path, root, len(rows), items, dropped, unmapped, specs)
+        check_images(csv_path, root, items, lines, column=image_column)
+    drop_keys = [_TARGET_KEY] + [f"factor:{s.key}" for s in specs]
+    report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
+    report["n_dicom_folders"] = sum(1 for item in items if (root / item["image"]).is_dir())
+    return items, report
 
 
 def _target_map(classes: Sequence[Any] | None, bins: Sequence[Sequence[float | None]] | None) -> ValueMap:
@@ -100,42 +103,3 @@ def _required_cell(csv_path: Path, line: int, cell, column: str) -> str:
     if not value:
         raise DataError(f"{csv_path}, line {line}: the {column!r} cell is blank; every scan needs one.")
     return value
-
-
-def _check_images(csv_path: Path, root: Path, items: list[dict], lines: list[int]) -> None:
-    """Name up to five missing images (with their CSV lines); a DICOM series is a folder, anything else a file."""
-    missing = [(line, item["image"]) for item, line in zip(items, lines) if not (root / item["image"]).exists()]
-    if not missing:
-        return
-    named = "; ".join(f"line {line}: {path}" for line, path in missing[:_MAX_NAMED])
-    more = f" (and {len(missing) - _MAX_NAMED} more)" if len(missing) > _MAX_NAMED else ""
-    raise DataError(
-        f"{csv_path}: {len(missing)} image(s) not found under image root {root}: {named}{more}. "
-        "Set cohort image_root to the folder the image cells are relative to, or fix the table."
-    )
-
-
-def _report(
-    csv_path: Path,
-    root: Path,
-    rows_read: int,
-    items: list[dict],
-    dropped: Counter,
-    unmapped: dict[str, Counter],
-    specs: Sequence[FactorSpec],
-) -> dict:
-    labels = Counter(item["label"] for item in items)
-    drop_keys = [_TARGET_KEY] + [f"factor:{s.key}" for s in specs]
-    return {
-        "csv": str(csv_path.resolve()),
-        "rows_read": rows_read,
-        "rows_kept": len(items),
-        "dropped": {k: dropped.get(k, 0) for k in drop_keys},
-        "unmapped_values": {
-            k: {("<blank>" if v == "" else v): n for v, n in c.most_common(_MAX_VALUES)} for k, c in unmapped.items()
-        },
-        "label_counts": {"0": labels.get(0, 0), "1": labels.get(1, 0)},
-        "n_patients": len({item["patient_id"] for item in items}),
-        "n_dicom_folders": sum(1 for item in items if (root / item["image"]).is_dir()),
-        "image_root": str(root),
-    }
