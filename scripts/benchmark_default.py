@@ -27,7 +27,7 @@ from pathlib import Path
 METHODS = {
     "erm": {"mi_lambda": "0"},
     "mimmx": {},
-    "oracle": {"mi_lambda": "0", "splits#rho": "0.5", "datalist_file": "$@dataset_dir + '/datalist_oracle.json'"},
+    "oracle": {"mi_lambda": "0", "splits#rho": "0.5", "datalist_file": "datalist_oracle.json"},
 }
 
 
