@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -97,7 +96,3 @@ def test_nan_image_names_the_file(tmp_path):
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "nan.nii.gz"))
     with pytest.raises(DataError, match="nan.nii.gz: the image contains NaN"):
         CheckedLoadImaged(keys="image", image_only=True)({"image": str(tmp_path / "nan.nii.gz")})
-
-
-def test_pydicom_is_the_installed_reader():
-    assert pydicom.__version__

@@ -393,10 +393,13 @@ def format_report(report: Mapping) -> str:
     """A short table of the splits (size, patients, prevalence, per-factor rho/phi) and bucket counts for logs."""
     factor_keys = list(report.get("factors", {}))
     splits = report["splits"]
-    head = f"{'split':<14}{'n':>7}{'patients':>10}{'prev':>7}" + "".join(f"{k + ' rho/phi':>20}" for k in factor_keys)
+    widths = {k: max(20, len(k) + 10) for k in factor_keys}
+    head = f"{'split':<14}{'n':>7}{'patients':>10}{'prev':>7}" + "".join(
+        f"{k + ' rho/phi':>{widths[k]}}" for k in factor_keys
+    )
     lines = [head]
     for name, rep in splits.items():
-        cells = "".join(f"{_factor_cell(rep['factors'][k]):>20}" for k in factor_keys)
+        cells = "".join(f"{_factor_cell(rep['factors'][k]):>{widths[k]}}" for k in factor_keys)
         lines.append(f"{name:<14}{rep['n']:>7}{rep['n_patients']:>10}{_fmt(rep['prevalence']):>7}{cells}")
     names = list(splits)
     if not names:
