@@ -19,13 +19,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from mimmx.data.cues import FromKwargs
 
 __all__ = [
     "CHEXPERT_COLUMNS",
@@ -62,7 +64,7 @@ _BATCH_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
-class CueConfig:
+class CueConfig(FromKwargs):
     """Strengths of the image cues, on the [0, 1] intensity scale of the rendered film.
 
     The defaults are calibrated with ``scripts/check_cue_difficulty.py`` so that a small CNN learns
@@ -109,15 +111,6 @@ class CueConfig:
     gradient: float = 0.08
     exposure_jitter: float = 0.10
     anatomy_jitter: float = 1.0
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: float) -> CueConfig:
-        """Build from keyword arguments, naming any unknown one (a typo would silently do nothing)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"unknown cue argument(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: float(v) for k, v in kwargs.items()})
 
 
 # ----------------------------------------------------------------------------------------------

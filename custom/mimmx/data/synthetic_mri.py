@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from mimmx.data.cues import FromKwargs
 from mimmx.io_utils import atomic_write_csv, atomic_write_json
 
 __all__ = [
@@ -64,7 +65,7 @@ _SCALP = 0.85  # T1 intensity of scalp fat; the fiducial is brighter by site_art
 
 
 @dataclass(frozen=True)
-class MriCueConfig:
+class MriCueConfig(FromKwargs):
     """Strengths of the image cues; intensities are relative to white matter at 3T (= 1).
 
     Attributes:
@@ -105,15 +106,6 @@ class MriCueConfig:
     head_size_jitter: float = 0.02
     intensity_jitter: float = 0.1
     pose_jitter: float = 1.0
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: float) -> MriCueConfig:
-        """Build from keyword arguments, naming any unknown one (a typo would silently do nothing)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"unknown cue argument(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: float(v) for k, v in kwargs.items()})
 
 
 # ----------------------------------------------------------------------------------------------
