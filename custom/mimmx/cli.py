@@ -11,6 +11,7 @@ from typing import Any
 
 import fire
 
+from mimmx.audit import audit_datalist, format_audit
 from mimmx.data import GENERATORS, format_report, read_datalist
 from mimmx.errors import ConfigError
 
@@ -32,6 +33,10 @@ class Commands:
         if "split_report" not in meta:
             raise ConfigError(f"{datalist}: no split report in its metadata; was it written by prepare_datalist?")
         print(format_report(meta["split_report"]))
+
+    def audit(self, datalist: str, min_group: int = 10) -> None:
+        """Print how strongly each factor goes with the target in every split, and empty or tiny groups."""
+        print(format_audit(audit_datalist(datalist, min_group=min_group)))
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mimmx.data.association import cramers_v, phi
 from mimmx.errors import ConfigError, DataError, SplitError
 
 __all__ = ["SPLIT_NAMES", "SplitResult", "build_splits", "format_report", "bucket_counts"]
@@ -348,9 +349,9 @@ def _split_report(cohort, mask, request, name, factor_keys, target_key, rhos) ->
     for j, key in enumerate(factor_keys):
         if cohort.binary[j]:
             wanted = rhos[key] if name in _AT_RHO else 1 - rhos[key] if name == "test_inverted" else 0.5
-            factors[key] = {"requested_rho": wanted, "rho": _mean(z[:, j] == y), "phi": _pearson(y, z[:, j])}
+            factors[key] = {"requested_rho": wanted, "rho": _mean(z[:, j] == y), "phi": phi(y, z[:, j])}
         else:
-            factors[key] = {"requested_rho": None, "rho": None, "phi": None, "cramers_v": _cramers_v(y, z[:, j])}
+            factors[key] = {"requested_rho": None, "rho": None, "phi": None, "cramers_v": cramers_v(y, z[:, j])}
     keys = np.concatenate([y[:, None], z], axis=1)
     buckets = []
     for bucket, wanted in request.items():
@@ -369,24 +370,6 @@ def _split_report(cohort, mask, request, name, factor_keys, target_key, rhos) ->
 
 def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if len(values) else None
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Phi coefficient for two binary variables; None where either is constant."""
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a.astype(float), b.astype(float))[0, 1])
-
-
-def _cramers_v(y: np.ndarray, z: np.ndarray) -> float | None:
-    """Association of the target with a categorical factor (0 = independent, 1 = determined)."""
-    yv, zv = np.unique(y), np.unique(z)
-    if len(yv) < 2 or len(zv) < 2:
-        return None
-    table = np.array([[np.sum((y == a) & (z == b)) for b in zv] for a in yv], dtype=float)
-    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
-    chi2 = float(((table - expected) ** 2 / expected).sum())
-    return math.sqrt(chi2 / (table.sum() * (min(table.shape) - 1)))
 
 
 def format_report(report: Mapping) -> str:
