@@ -91,7 +91,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("settings", nargs="+", help="JSON objects, one per setting")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     parser = ConfigParser()
     parser.read_config(str(args.bundle / "configs" / "train.yaml"))

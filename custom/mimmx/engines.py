@@ -122,11 +122,10 @@ class MIMMXTrainer(SupervisedTrainer):
     def _train_critics(self, parts: Mapping[str, torch.Tensor], condition: torch.Tensor) -> float:
         if self.mi_estimator is None or not self.mi_estimator.has_critic or self.critic_steps == 0:
             return 0.0
-        detached = {k: v.detach() for k, v in parts.items()}
         loss = torch.zeros(())
         for _ in range(self.critic_steps):
             self.critic_optimizer.zero_grad(set_to_none=True)
-            loss = self.mi_estimator.critic_loss(detached, condition=condition)
+            loss = self.mi_estimator.critic_loss(parts, condition=condition)  # detaches itself
             loss.backward()
             self.critic_optimizer.step()
         return float(loss.detach())

@@ -6,7 +6,6 @@ factor predicts that factor, so its switched AUC is far from 0.5; a shortcut-fre
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +23,6 @@ from mimmx.networks import CAUSAL, MIMMXNet
 __all__ = ["auc", "collect_outputs", "score_split", "evaluate_splits", "TEST_SPLITS"]
 
 TEST_SPLITS = ("test_id", "test_inverted", "test_balanced")
-logger = logging.getLogger("mimmx.evaluate")
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float | None:

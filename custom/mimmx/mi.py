@@ -286,7 +286,7 @@ class PairwiseMI(nn.Module):
             x = (x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 1e-5)
         return x
 
-    def _groups(self, n: int, condition: Tensor | None) -> list[Tensor | None]:
+    def _groups(self, condition: Tensor | None) -> list[Tensor | None]:
         """Index sets to estimate on: the whole batch, or each class of ``condition`` with at least two samples."""
         if not self.conditional:
             return [None]
@@ -298,8 +298,7 @@ class PairwiseMI(nn.Module):
 
     def _per_pair(self, parts: Mapping[str, Tensor], condition: Tensor | None, fn) -> dict[str, Tensor]:
         """fn(estimator, a, b) per pair, averaged over the groups weighted by group size."""
-        n = next(iter(parts.values())).shape[0]
-        groups = self._groups(n, condition)
+        groups = self._groups(condition)
         out = {}
         for name, (a, b) in zip(self.pair_names, self.pairs, strict=True):
             xa, xb = self._get(parts, a), self._get(parts, b)
