@@ -4,7 +4,7 @@
         '{"mi_lambda": 0}' '{"mi_lambda": 1.0, "conditional": true, "adaptive_scale": false}'
 
 Each argument is one setting (JSON): trainer options (mi_lambda, critic_steps, adaptive_scale, weight_power,
-max_epochs), MI options (estimator, hidden, conditional) and partition_dim / batch_size / learning_rate. Images
+max_epochs), MI options (estimator, hidden, conditional, balance) and partition_dim / batch_size / learning_rate. Images
 go through the bundle's own preprocessing and augmentation (cached in memory once); the network, MI estimators
 and trainer are the bundle's. No validation or checkpointing: it trains for max_epochs and scores the last
 model. Prints one JSON line per setting: AUC per split, the switched AUC on test_balanced, and the within-class
@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from mimmx.data import datalist_base_dir
 from mimmx.engines import MIMMXTrainer
-from mimmx.evaluation import collect_outputs, score_split
+from mimmx.evaluation import collect_outputs
 from mimmx.mi import PairwiseMI
 from mimmx.networks import MIMMXNet
 
@@ -54,6 +54,7 @@ def run_setting(parser: ConfigParser, data: dict, factors: list, setting: dict, 
         estimator=s.pop("estimator", "mine"),
         hidden=s.pop("hidden", 32),
         conditional=s.pop("conditional", False),
+        balance=s.pop("balance", False),
     )
     batch_size = s.pop("batch_size", parser["batch_size"])
     lr = s.pop("learning_rate", parser["learning_rate"])
@@ -76,8 +77,8 @@ def run_setting(parser: ConfigParser, data: dict, factors: list, setting: dict, 
     out = {"setting": setting, "seconds": round(time.perf_counter() - start)}
     keys = {"causal": "label", **{f["name"]: f["name"] for f in factors}}
     for split in SPLITS:
-        probs, labels = collect_outputs(net, DataLoader(data[f"eval_{split}"], batch_size=128), keys, "cpu")
-        out[f"{split}_auc"] = round(score_split(probs, labels, [])["causal"]["auc"], 3)
+        probs, labels, _ = collect_outputs(net, DataLoader(data[f"eval_{split}"], batch_size=128), keys, "cpu")
+        out[f"{split}_auc"] = round(roc_auc_score(labels["causal"], probs["causal"][:, 1]), 3)
         if split in ("train", "test_balanced"):
             out[f"within_class_auc_{split}"] = {
                 f["name"]: round(within_class_auc(probs["causal"], labels, f["name"]), 3) for f in factors

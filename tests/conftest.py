@@ -16,6 +16,17 @@ CHEXPERT_HEADER = (
 ).split(",")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small critics and probes: one thread avoids oversubscription when the machine is shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def chexpert_header() -> list[str]:
     return list(CHEXPERT_HEADER)

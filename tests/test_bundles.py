@@ -11,6 +11,7 @@ import torch
 from monai.bundle import ckpt_export, run, verify_net_in_out
 
 from mimmx.errors import ConfigError, DataError
+from mimmx.methods import method_overrides
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -79,19 +80,46 @@ def test_training_writes_checkpoints_history_and_datalist(trained):
     assert any(k.startswith("heads.causal") for k in state), "model.pt must be a flat state dict"
 
 
-def test_evaluate_writes_metrics_for_every_test_split_and_factor(trained):
+def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trained):
     name, root = trained
     cfg = _configs(name)
-    run("evaluating", bundle_root=str(root), config_file=[cfg["train"], cfg["evaluate"]], **SMALL[name])
+    quick = {"bootstrap_samples": 50, "posthoc_mi_steps": 20}
+    run("evaluating", bundle_root=str(root), config_file=[cfg["train"], cfg["evaluate"]], **SMALL[name], **quick)
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"test_id", "test_inverted", "test_balanced"}
     for split, result in metrics["splits"].items():
         assert result["n"] == SMALL[name]["splits#sizes"][split]
-        assert 0.0 <= result["causal"]["auc"] <= 1.0 and 0.0 <= result["causal"]["accuracy"] <= 1.0
+        auroc = result["causal"]["auroc"]
+        assert 0.0 <= auroc["value"] <= 1.0 and auroc["ci"][0] <= auroc["value"] <= auroc["ci"][1]
         assert set(result["factors"]) == FACTORS[name]
-        assert all(0.0 <= f["head_auc"] <= 1.0 for f in result["factors"].values())
-    for key in ("test_id_auc", "test_inverted_auc", "test_balanced_auc"):
+        for factor in result["factors"].values():
+            assert 0.0 <= factor["head_auroc"] <= 1.0
+            assert sum(c["n"] for c in factor["cells"]) == result["n"]
+    partitions = {"causal"} | FACTORS[name]
+    assert set(metrics["probes"]["logistic"]) == partitions
+    assert all(set(row) == partitions for row in metrics["probes"]["knn"].values())
+    assert len(metrics["posthoc_mi"]["pairs"]) == len(partitions) * (len(partitions) - 1) // 2
+    for key in ("test_id_auroc", "test_inverted_auroc", "test_balanced_auroc", "worst_group_auroc"):
         assert key in metrics["summary"]
+    assert set(metrics["summary"]["leakage_auc"]) == FACTORS[name]
+    report = (root / "eval" / "report.md").read_text()
+    assert "test_inverted" in report and "figures/leakage.png" in report
+    assert (root / "eval" / "figures" / "roc.png").is_file()
+
+
+@pytest.mark.parametrize("method", ["resample", "groupdro", "adversarial", "dcor", "mimm_single", "oracle"])
+def test_every_baseline_trains_through_the_bundle(method, tmp_path):
+    overrides = {k: v for k, v in method_overrides(method).items()}
+    run("training", bundle_root=str(tmp_path), config_file=_configs("cxr")["train"], **SMALL["cxr"], **overrides)
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    heads = {k.split(".")[1] for k in state if k.startswith("heads.")}
+    assert heads == ({"causal", "sex"} if method == "mimm_single" else {"causal"} | FACTORS["cxr"])
+    checkpoint = next((tmp_path / "models").glob("training_checkpoint_epoch=1.pt"))
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["baselines"]
+    if method == "groupdro":
+        assert "group_dro.q" in saved
+    if method == "adversarial":
+        assert any(k.startswith("adversary.") for k in saved)
 
 
 def test_inference_writes_one_prediction_per_image(trained):

@@ -16,13 +16,7 @@ GAUSS_MI = -D / 2 * math.log(1 - R * R)  # 1.0217 nats
 GAUSS_CLUB = D * R * R / (1 - R * R)  # CLUB bound with the true conditional: 3.556 nats (>= 2x the MI)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The B x B critic grid is small; one thread avoids oversubscription when the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gaussians(n: int, r: float, gen: torch.Generator, d: int = D) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,8 @@ Each iteration: one forward pass of the encoder; ``critic_steps`` updates of the
 partitions; one encoder step on the weighted cross-entropy of every head plus ``mi_lambda`` times the
 (adaptively scaled, per-pair weighted) MI between partitions. With ``mi_lambda = 0`` it is plain ERM with the
 same network, data and budget (the heads of the spurious partitions still train, which costs nothing
-measurable and keeps the comparison one switch apart).
+measurable and keeps the comparison one switch apart). ``group_dro_eta`` and ``adversary_lambda`` turn it into
+the GroupDRO and gradient-reversal baselines of :mod:`mimmx.baselines` (see :mod:`mimmx.methods`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
+from mimmx.baselines import FactorAdversary, GroupDRO, group_index, num_groups
 from mimmx.errors import ConfigError, TrainingError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.mi import PairwiseMI
@@ -42,6 +44,10 @@ class MIMMXTrainer(SupervisedTrainer):
         weight_momentum: EMA momentum of the pair MIs that drive the dynamic weights.
         causal_weight: CE weight of the causal head (factors use their configured ``weight``).
         mi_warmup_epochs: epochs of CE only before the MI term switches on (critics still train).
+        group_dro_eta: > 0 replaces the causal CE by GroupDRO's worst-group weighted CE over target x factor groups.
+        adversary_lambda: > 0 adds a gradient-reversal adversary per factor on the causal partition (its
+            parameters join ``optimizer``); the weight is the reversed gradient's scale.
+        adversary_hidden: hidden width of each adversary.
         target_key: batch key of the causal label.
         kwargs: passed to SupervisedTrainer (handlers, postprocessing, key_train_metric, ...).
     """
@@ -63,6 +69,9 @@ class MIMMXTrainer(SupervisedTrainer):
         weight_momentum: float = 0.9,
         causal_weight: float = 1.0,
         mi_warmup_epochs: int = 0,
+        group_dro_eta: float = 0.0,
+        adversary_lambda: float = 0.0,
+        adversary_hidden: int = 32,
         target_key: str = Keys.LABEL,
         loss_function: nn.Module | None = None,
         **kwargs: Any,
@@ -90,6 +99,11 @@ class MIMMXTrainer(SupervisedTrainer):
             raise ConfigError("train#trainer#mi_estimator is required when mi_lambda > 0.")
         if mi_estimator is not None and mi_estimator.has_critic and critic_optimizer is None:
             raise ConfigError("train#trainer#critic_optimizer is required by a critic-based MI estimator.")
+        if group_dro_eta < 0 or adversary_lambda < 0:
+            raise ConfigError(
+                "train#trainer#group_dro_eta and train#trainer#adversary_lambda must be >= 0, "
+                f"got {group_dro_eta} and {adversary_lambda}."
+            )
         self.mi_estimator = mi_estimator
         self.critic_optimizer = critic_optimizer
         self.mi_lambda = float(mi_lambda)
@@ -109,6 +123,17 @@ class MIMMXTrainer(SupervisedTrainer):
             else None
         )
 
+        # baseline state lives in one module so the resumable checkpoint can hold it (empty for MIMM-X and ERM)
+        self.baseline_modules = nn.ModuleDict()
+        if group_dro_eta > 0:
+            self.baseline_modules["group_dro"] = GroupDRO(num_groups(network.num_classes, self.factors), group_dro_eta)
+        self.adversary_lambda = float(adversary_lambda)
+        if adversary_lambda > 0:
+            adversary = FactorAdversary(network.partition_dim, self.factors, hidden=adversary_hidden)
+            self.baseline_modules["adversary"] = adversary
+            optimizer.add_param_group({"params": list(adversary.parameters())})
+        self.baseline_modules.to(device)
+
     def _labels(self, batchdata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         keys = {CAUSAL: self.target_key, **{f.name: f.key for f in self.factors}}
         out = {}
@@ -119,13 +144,13 @@ class MIMMXTrainer(SupervisedTrainer):
             out[name] = value.view(-1).long().to(self.state.device, non_blocking=self.non_blocking)
         return out
 
-    def _train_critics(self, parts: Mapping[str, torch.Tensor], condition: torch.Tensor) -> float:
+    def _train_critics(self, parts: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> float:
         if self.mi_estimator is None or not self.mi_estimator.has_critic or self.critic_steps == 0:
             return 0.0
         loss = torch.zeros(())
         for _ in range(self.critic_steps):
             self.critic_optimizer.zero_grad(set_to_none=True)
-            loss = self.mi_estimator.critic_loss(parts, condition=condition)  # detaches itself
+            loss = self.mi_estimator.critic_loss(parts, condition=labels[CAUSAL], labels=labels)  # detaches itself
             loss.backward()
             self.critic_optimizer.step()
         return float(loss.detach())
@@ -146,17 +171,27 @@ class MIMMXTrainer(SupervisedTrainer):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
         ce = {name: engine.loss_function(logits[name], labels[name]).mean() for name in logits}
-        ce_total = sum(engine.head_weights[name] * ce[name] for name in ce)
         stats: dict[str, float] = {f"ce_{name}": float(v.detach()) for name, v in ce.items()}
+        if "group_dro" in engine.baseline_modules:
+            per_sample = nn.functional.cross_entropy(logits[CAUSAL], labels[CAUSAL], reduction="none")
+            groups = group_index(labels[CAUSAL], [labels[f.name] for f in engine.factors], engine.factors)
+            ce[CAUSAL] = engine.baseline_modules["group_dro"](per_sample, groups)
+            stats["dro_causal"] = float(ce[CAUSAL].detach())
+        ce_total = sum(engine.head_weights[name] * ce[name] for name in ce)
 
         loss = ce_total
+        if "adversary" in engine.baseline_modules:
+            adv_logits = engine.baseline_modules["adversary"](parts[CAUSAL])
+            adv_ce = {n: nn.functional.cross_entropy(v, labels[n]) for n, v in adv_logits.items()}
+            stats.update({f"adv_{n}": float(v.detach()) for n, v in adv_ce.items()})
+            loss = loss + engine.adversary_lambda * sum(adv_ce.values())
         if engine.mi_estimator is not None and engine.mi_lambda > 0:
             engine.mi_estimator.train()
-            stats["critic_loss"] = engine._train_critics(parts, labels[CAUSAL])
+            stats["critic_loss"] = engine._train_critics(parts, labels)
             mi_on = engine.state.epoch > engine.mi_warmup_epochs
             with torch.set_grad_enabled(mi_on):
                 mi_input = parts if mi_on else {k: v.detach() for k, v in parts.items()}
-                mi_pairs = engine.mi_estimator(mi_input, condition=labels[CAUSAL])
+                mi_pairs = engine.mi_estimator(mi_input, condition=labels[CAUSAL], labels=labels)
             engine.pair_weights.update(mi_pairs)
             weights = engine.pair_weights.weights().to(features.device)
             mi_stack = torch.stack([mi_pairs[p] for p in engine.mi_estimator.pair_names])

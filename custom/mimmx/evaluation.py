@@ -1,77 +1,118 @@
-"""Scores a trained MIMMXNet on the test splits: causal AUC/accuracy, each spurious head's AUC, switched AUC.
+"""Scores a trained MIMMXNet on the test splits, for every spurious factor at once (Whac-A-Mole: one number per
+factor, never one factor alone).
 
-The switched test scores the causal head against each factor's label: a model that took a shortcut through a
-factor predicts that factor, so its switched AUC is far from 0.5; a shortcut-free model sits at chance.
+Per split: the causal task's AUROC, AUPRC, accuracy, balanced accuracy and ECE; per factor, the subgroups (factor
+value) and cells (target x factor value) with n, worst group and gap; the switched test (the causal head scored
+against the factor's label: a shortcut-free model sits at chance on test_balanced); each factor head's AUROC.
+On test_balanced, where target and factors are independent, leakage probes read every partition, and a freshly
+trained critic estimates the MI left between partitions (fitted on val, estimated on test_balanced). Everything
+goes to one metrics JSON with stable keys (see :mod:`mimmx.report` for the rendered report).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset, load_decathlon_datalist
-from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from mimmx.errors import DataError
-from mimmx.factors import parse_factors
+from mimmx.factors import FactorSpec, parse_factors
 from mimmx.io_utils import atomic_write_json
+from mimmx.metrics import classification_metrics, group_metrics, roc_curve_points, switched_auroc
 from mimmx.networks import CAUSAL, MIMMXNet
+from mimmx.probes import leakage_probes, posthoc_mi
 
-__all__ = ["auc", "collect_outputs", "score_split", "evaluate_splits", "TEST_SPLITS"]
+__all__ = ["collect_outputs", "score_split", "evaluate_splits", "save_features", "TEST_SPLITS", "PROBE_SPLIT"]
 
 TEST_SPLITS = ("test_id", "test_inverted", "test_balanced")
-
-
-def auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    """ROC AUC (one-vs-rest macro for more than two classes); None when only one class is present."""
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
-        return None
-    if probs.ndim == 2 and probs.shape[1] == 2:
-        probs = probs[:, 1]
-    if probs.ndim == 2:
-        return float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
-    return float(roc_auc_score(labels, probs))
+PROBE_SPLIT = "test_balanced"
+MI_FIT_SPLIT = "val"
 
 
 @torch.no_grad()
 def collect_outputs(
     network: MIMMXNet, loader: Any, label_keys: Mapping[str, str], device: torch.device | str, desc: str = ""
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Softmax outputs of every head and the matching labels, over a whole data loader."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Softmax outputs of every head, the matching labels and every partition's features, over a whole loader."""
     network.eval()
     probs: dict[str, list] = {name: [] for name in network.partition_names}
+    feats: dict[str, list] = {name: [] for name in network.partition_names}
     labels: dict[str, list] = {name: [] for name in label_keys}
     for batch in tqdm(loader, desc=desc, leave=False, disable=not desc):
-        logits = network.head_logits(network.partitions(batch["image"].to(device)))
-        for name, value in logits.items():
-            probs[name].append(torch.softmax(value.float(), dim=1).cpu().numpy())
         for name, key in label_keys.items():
+            if key not in batch:
+                raise DataError(f"evaluation batch has no key {key!r} (label of {name!r}); keys: {sorted(batch)}.")
             labels[name].append(torch.as_tensor(batch[key]).view(-1).cpu().numpy())
-    return {k: np.concatenate(v) for k, v in probs.items()}, {k: np.concatenate(v) for k, v in labels.items()}
+        parts = network.partitions(batch["image"].to(device))
+        for name, value in network.head_logits(parts).items():
+            probs[name].append(torch.softmax(value.float(), dim=1).cpu().numpy())
+            feats[name].append(parts[name].float().cpu().numpy())
+
+    def cat(d: dict[str, list]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in d.items()}
+
+    return cat(probs), cat(labels), cat(feats)
 
 
-def score_split(probs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], factor_names: Sequence[str]) -> dict:
-    """Metrics of one split from head probabilities and labels."""
-    causal = probs[CAUSAL]
-    y = labels[CAUSAL]
+def score_split(
+    probs: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    factors: Sequence[FactorSpec],
+    target_names: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Causal metrics, per-factor groups, switched AUROC and head AUROC of one split."""
+    causal, y = probs[CAUSAL], labels[CAUSAL]
     out: dict[str, Any] = {
         "n": int(len(y)),
-        "causal": {"auc": auc(y, causal), "accuracy": float((causal.argmax(1) == y).mean()) if len(y) else None},
+        "causal": classification_metrics(y, causal, n_boot=n_boot, seed=seed),
+        "roc": roc_curve_points(y, causal),
         "factors": {},
     }
-    for name in factor_names:
-        z = labels[name]
-        out["factors"][name] = {
-            "head_auc": auc(z, probs[name]),
-            "head_accuracy": float((probs[name].argmax(1) == z).mean()) if len(z) else None,
-            "switched_auc": auc(z, causal) if causal.shape[1] == 2 else None,
-            "target_agreement": float((z == y).mean()) if len(z) else None,
-        }
+    for spec in factors:
+        z = labels[spec.name]
+        entry = group_metrics(y, causal, z, spec.class_names, target_names, n_boot=n_boot, seed=seed)
+        head = probs.get(spec.name)
+        entry["head_auroc"] = classification_metrics(z, head, n_boot=0)["auroc"]["value"] if head is not None else None
+        entry["switched_auroc"] = switched_auroc(z, causal, n_boot=n_boot, seed=seed)
+        out["factors"][spec.name] = entry
+    worst_auc = [f["worst_group_auroc"] for f in out["factors"].values() if f["worst_group_auroc"] is not None]
+    worst_acc = [f["worst_group_accuracy"] for f in out["factors"].values() if f["worst_group_accuracy"] is not None]
+    out["worst_group_auroc"] = min(worst_auc) if worst_auc else None
+    out["worst_group_accuracy"] = min(worst_acc) if worst_acc else None
     return out
+
+
+def save_features(
+    path: str | Path,
+    feats: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    label_names: Mapping[str, Sequence[str]],
+) -> None:
+    """Partition features and labels of one split as .npz (``part_<name>``, ``label_<name>``, ``label_names_<name>``)
+    for embeddings in the report; written to a temporary name first, so a crash leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"part_{k}": v for k, v in feats.items()}
+    arrays.update({f"label_{k}": v for k, v in labels.items()})
+    arrays.update({f"label_names_{k}": np.asarray(list(v)) for k, v in label_names.items()})
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _loader(datalist_file: str, split: str, base_dir: str, transform: Callable, batch_size: int, num_workers: int):
+    try:
+        items = load_decathlon_datalist(datalist_file, is_segmentation=False, data_list_key=split, base_dir=base_dir)
+    except (ValueError, KeyError) as e:
+        raise DataError(f"{datalist_file}: cannot read split {split!r}: {e}") from e
+    return DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers)
 
 
 def evaluate_splits(
@@ -86,39 +127,96 @@ def evaluate_splits(
     batch_size: int = 64,
     num_workers: int = 0,
     target_key: str = "label",
+    target_names: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    probes: bool = True,
+    mi_steps: int = 500,
+    features_file: str | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Evaluate on each split of a MONAI data list and write one metrics JSON (atomically)."""
+    """Evaluate on each split of a MONAI data list and write one metrics JSON (atomically).
+
+    ``factors`` are all the bundle's factors (a network may have partitions for only some of them, as the
+    single-factor baseline does); every factor is scored from its label. ``n_boot`` 0 skips the bootstrap CIs;
+    ``probes`` False skips the leakage probes and the post-hoc MI (both need ``test_balanced`` and ``val``).
+    """
     specs = parse_factors(factors)
     label_keys = {CAUSAL: target_key, **{f.name: f.key for f in specs}}
-    results: dict[str, Any] = {"splits": {}, "factors": [f.name for f in specs]}
+    target_names = list(target_names or [str(c) for c in range(network.num_classes)])
+    results: dict[str, Any] = {
+        "factors": [f.name for f in specs],
+        "partitions": list(network.partition_names),
+        "target_names": target_names,
+        "splits": {},
+        "probes": None,
+        "posthoc_mi": None,
+    }
+    collected = {}
+    wanted = list(splits) + ([MI_FIT_SPLIT] if probes and MI_FIT_SPLIT not in splits else [])
+    for split in wanted:
+        loader = _loader(datalist_file, split, base_dir, transform, batch_size, num_workers)
+        collected[split] = collect_outputs(network, loader, label_keys, device, desc=f"evaluate {split}")
     for split in splits:
-        try:
-            items = load_decathlon_datalist(
-                datalist_file, is_segmentation=False, data_list_key=split, base_dir=base_dir
-            )
-        except (ValueError, KeyError) as e:
-            raise DataError(f"{datalist_file}: cannot read split {split!r}: {e}") from e
-        loader = DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers)
-        probs, labels = collect_outputs(network, loader, label_keys, device, desc=f"evaluate {split}")
-        results["splits"][split] = score_split(probs, labels, [f.name for f in specs])
-    results["summary"] = {f"{s}_{m}": results["splits"][s]["causal"][m] for s in splits for m in ("auc", "accuracy")}
+        probs, labels, _ = collected[split]
+        results["splits"][split] = score_split(probs, labels, specs, target_names, n_boot=n_boot, seed=seed)
+
+    if probes and PROBE_SPLIT in collected:
+        _, labels, feats = collected[PROBE_SPLIT]
+        results["probes"] = {"split": PROBE_SPLIT, **leakage_probes(feats, labels, seed=seed)}
+        if mi_steps > 0 and len(feats) > 1:
+            pairs = posthoc_mi(collected[MI_FIT_SPLIT][2], feats, steps=mi_steps, seed=seed)
+            results["posthoc_mi"] = {"fit_split": MI_FIT_SPLIT, "eval_split": PROBE_SPLIT, "pairs": pairs}
+        if features_file:
+            names = {CAUSAL: target_names, **{f.name: f.class_names for f in specs}}
+            save_features(features_file, feats, labels, names)
+
+    results["summary"] = _summary(results)
     atomic_write_json(output_file, results)
     print(format_results(results), flush=True)
     return results
 
 
+def _summary(results: Mapping[str, Any]) -> dict:
+    """The few numbers a benchmark table needs, under stable keys."""
+    summary: dict[str, Any] = {}
+    for split, r in results["splits"].items():
+        summary[f"{split}_auroc"] = r["causal"]["auroc"]["value"]
+        summary[f"{split}_accuracy"] = r["causal"]["accuracy"]["value"]
+    balanced = results["splits"].get(PROBE_SPLIT)
+    summary["worst_group_auroc"] = balanced["worst_group_auroc"] if balanced else None
+    summary["switched_auroc"] = (
+        {f: v["switched_auroc"]["value"] for f, v in balanced["factors"].items()} if balanced else None
+    )
+    probes = results.get("probes")
+    summary["leakage_auc"] = {f: probes["logistic"][CAUSAL].get(f) for f in results["factors"]} if probes else None
+    return summary
+
+
 def format_results(results: Mapping[str, Any]) -> str:
-    """A small table: one row per split, causal AUC/accuracy then each factor's head and switched AUC."""
+    """A console table: one row per split (causal AUROC [CI], worst-group AUROC, switched AUROC per factor),
+    then the causal partition's leakage-probe AUROC per factor."""
 
     def f(v: float | None) -> str:
         return "  n/a" if v is None else f"{v:5.3f}"
 
+    def ci(m: Mapping) -> str:
+        return "" if not m.get("ci") else f" [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
+
     factors = results["factors"]
-    head = f"{'split':<14} {'n':>5} {'AUC':>5} {'acc':>5} " + " ".join(f"{n[:12]:>12}(head/sw)" for n in factors)
-    lines = [head]
+    lines = [
+        f"{'split':<14} {'n':>5} {'AUROC [95% CI]':<24} {'worst-grp':>9}  "
+        + "  ".join(f"{'sw ' + n[:10]:>13}" for n in factors)
+    ]
     for split, r in results["splits"].items():
-        cells = " ".join(
-            f"{f(r['factors'][n]['head_auc']):>12}/{f(r['factors'][n]['switched_auc'])}  " for n in factors
+        auroc = r["causal"]["auroc"]
+        sw = "  ".join(f"{f(r['factors'][n]['switched_auroc']['value']):>13}" for n in factors)
+        lines.append(
+            f"{split:<14} {r['n']:>5} {f(auroc['value']) + ci(auroc):<24} {f(r['worst_group_auroc']):>9}  {sw}"
         )
-        lines.append(f"{split:<14} {r['n']:>5} {f(r['causal']['auc'])} {f(r['causal']['accuracy'])} {cells}")
+    leakage = results["summary"].get("leakage_auc")
+    if leakage:
+        lines.append(
+            "leakage probe AUROC from the causal partition (ideal 0.5): "
+            + ", ".join(f"{n} {f(v)}" for n, v in leakage.items())
+        )
     return "\n".join(lines)

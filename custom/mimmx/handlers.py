@@ -17,7 +17,7 @@ from mimmx.io_utils import atomic_write_csv, atomic_write_json
 
 __all__ = ["TrainingHistory", "PredictionWriter"]
 
-_STAT_PREFIXES = ("ce_", "mi_", "weight_", "critic_loss")
+_STAT_PREFIXES = ("ce_", "mi_", "weight_", "critic_loss", "adv_", "dro_")
 
 
 def _first(output: Any) -> dict:

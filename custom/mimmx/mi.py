@@ -231,6 +231,13 @@ class PairwiseMI(nn.Module):
     while I(causal; factor | y) can: only what the causal partition knows about a factor beyond the target is
     penalised. Product-of-marginals samples then pair only images of the same class.
 
+    With ``balance``, each pair is estimated on a resample of the batch in which every combination of the two
+    partitions' labels (target for causal, the factor for a factor partition) is equally frequent. The training
+    data ties the factors to the target (rho 0.9), so on the raw batch a causal partition that encodes only the
+    target still shares I(y; z_k) with factor k's partition: the penalty has a floor that a shortcut hardly
+    exceeds. On the balanced resample y and z_k are independent, the floor is zero and only the shortcut is
+    penalised. The resample draws with replacement, proportionally to 1 / (count of the sample's label pair).
+
     With ``standardize`` (default) each partition is standardised over the batch before it reaches an estimator. MI is
     invariant to such per-dimension affine maps, but the critics are not: without it the encoder can lower a MINE or
     CLUB estimate by rescaling features rather than by removing information.
@@ -243,11 +250,13 @@ class PairwiseMI(nn.Module):
         pairs: Sequence[tuple[str, str]] | None = None,
         standardize: bool = True,
         conditional: bool = False,
+        balance: bool = False,
         **estimator_kwargs,
     ) -> None:
         super().__init__()
         self.standardize = bool(standardize)
         self.conditional = bool(conditional)
+        self.balance = bool(balance)
         dims = dict(partition_dims)
         for name, dim in dims.items():
             if PAIR_SEP in name or "." in name or not name:
@@ -296,12 +305,29 @@ class PairwiseMI(nn.Module):
         groups = [torch.nonzero(condition == c).view(-1) for c in torch.unique(condition)]
         return [g for g in groups if g.numel() >= 2]
 
-    def _per_pair(self, parts: Mapping[str, Tensor], condition: Tensor | None, fn) -> dict[str, Tensor]:
+    def _balanced_index(self, labels: Mapping[str, Tensor] | None, a: str, b: str) -> Tensor:
+        """Batch indices drawn so that every (label_a, label_b) combination present is equally frequent."""
+        if labels is None or a not in labels or b not in labels:
+            raise ValueError(f"a balanced PairwiseMI needs labels for partitions {a!r} and {b!r} (labels=...)")
+        la, lb = labels[a].view(-1).long(), labels[b].view(-1).long()
+        cell = la * (int(lb.max()) + 1) + lb
+        _, inverse, counts = torch.unique(cell, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse].float()
+        return torch.multinomial(weights, cell.numel(), replacement=True)
+
+    def _per_pair(
+        self, parts: Mapping[str, Tensor], condition: Tensor | None, fn, labels: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """fn(estimator, a, b) per pair, averaged over the groups weighted by group size."""
-        groups = self._groups(condition)
         out = {}
         for name, (a, b) in zip(self.pair_names, self.pairs, strict=True):
             xa, xb = self._get(parts, a), self._get(parts, b)
+            cond = condition
+            if self.balance:
+                index = self._balanced_index(labels, a, b)
+                xa, xb = xa[index], xb[index]
+                cond = None if condition is None else condition.view(-1)[index]
+            groups = self._groups(cond)
             values, weights = [], []
             for g in groups:
                 ga, gb = (xa, xb) if g is None else (xa[g], xb[g])
@@ -314,12 +340,23 @@ class PairwiseMI(nn.Module):
             out[name] = sum(v * (w / total) for v, w in zip(values, weights, strict=True))
         return out
 
-    def forward(self, parts: Mapping[str, Tensor], condition: Tensor | None = None) -> dict[str, Tensor]:
-        """Differentiable MI estimate per pair (conditional on ``condition`` if the module is conditional)."""
-        return self._per_pair(parts, condition, lambda est, a, b: est(a, b))
+    def forward(
+        self,
+        parts: Mapping[str, Tensor],
+        condition: Tensor | None = None,
+        labels: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Differentiable MI estimate per pair (conditional on ``condition`` if the module is conditional; on a
+        label-balanced resample, from ``labels`` keyed by partition name, if it balances)."""
+        return self._per_pair(parts, condition, lambda est, a, b: est(a, b), labels)
 
-    def critic_loss(self, parts: Mapping[str, Tensor], condition: Tensor | None = None) -> Tensor:
+    def critic_loss(
+        self,
+        parts: Mapping[str, Tensor],
+        condition: Tensor | None = None,
+        labels: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
         """Sum of the critics' losses; detaches the features so only critic parameters get gradients."""
         detached = {k: v.detach() for k, v in parts.items()}
-        losses = self._per_pair(detached, condition, lambda est, a, b: est.critic_loss(a, b))
+        losses = self._per_pair(detached, condition, lambda est, a, b: est.critic_loss(a, b), labels)
         return torch.stack(list(losses.values())).sum()

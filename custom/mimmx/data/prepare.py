@@ -48,7 +48,7 @@ GENERATORS: dict[str, str] = {
 
 _COHORT_KEYS = ("format", "csv", "image_root", "synthetic")
 _TARGET_INFO_KEYS = ("column", "name", "class_names")  # not reader options
-_SPLIT_KEYS = ("sizes", "rho", "prevalence")
+_SPLIT_KEYS = ("sizes", "rho", "prevalence", "train_rho")
 
 
 def prepare_datalist(
@@ -165,10 +165,15 @@ def _parse_splits(splits: Mapping) -> dict:
         raise ConfigError(f"splits: expected a mapping with keys {list(_SPLIT_KEYS)}, got {splits!r}.")
     unknown = sorted(set(splits) - set(_SPLIT_KEYS))
     if unknown or "sizes" not in splits or "rho" not in splits:
-        raise ConfigError(f"splits: needs 'sizes' and 'rho' (optional 'prevalence'); unknown keys {unknown}.")
+        raise ConfigError(
+            f"splits: needs 'sizes' and 'rho' (optional 'prevalence', 'train_rho'); unknown keys {unknown}."
+        )
     out = {"sizes": dict(splits["sizes"]) if isinstance(splits["sizes"], Mapping) else splits["sizes"]}
     out["rho"] = dict(splits["rho"]) if isinstance(splits["rho"], Mapping) else splits["rho"]
     out["prevalence"] = splits.get("prevalence", 0.5)
+    train_rho = splits.get("train_rho")
+    if train_rho is not None:
+        out["train_rho"] = dict(train_rho) if isinstance(train_rho, Mapping) else train_rho
     return out
 
 

@@ -64,29 +64,36 @@ def build_splits(
     seed: int = 0,
     target_key: str = "label",
     group_key: str = "patient_id",
+    train_rho: float | Mapping[str, float] | None = None,
 ) -> SplitResult:
     """Draw the five splits of :data:`SPLIT_NAMES` from ``items`` by bucket, without patient overlap.
 
     Binary factors (values exactly {0, 1} in the cohort) are correlation-controlled as described
     in the module docstring. Factors with more than two values (categorical) are not: they are
     spread evenly over their values, independently of the target, in every split. ``rho`` is
-    one number for all binary factors or a mapping factor key -> rho. Raises ConfigError on bad
-    arguments, DataError on malformed items and SplitError when the cohort cannot supply a bucket.
+    one number for all binary factors or a mapping factor key -> rho. ``train_rho``, when given, replaces it
+    for train and val only (an oracle trains at 0.5 and is tested on the same kinds of test split). Raises
+    ConfigError on bad arguments, DataError on malformed items and SplitError when the cohort cannot supply a bucket.
     """
     factor_keys = list(factor_keys)
     sizes = _check_sizes(sizes)
     prevalence = _check_probability("prevalence", prevalence, open_interval=True)
     cohort = _extract(items, factor_keys, target_key, group_key)
     rhos = _check_rho(rho, factor_keys, cohort.binary)
+    train_rhos = rhos if train_rho is None else _check_rho(train_rho, factor_keys, cohort.binary)
+    wanted = {name: {k: _wanted_rho(name, k, rhos, train_rhos) for k in rhos} for name in SPLIT_NAMES}
 
     requests = {
-        name: bucket_counts(_bucket_probabilities(name, prevalence, rhos, cohort), sizes[name]) for name in SPLIT_NAMES
+        name: bucket_counts(_bucket_probabilities(name, prevalence, wanted[name], cohort), sizes[name])
+        for name in SPLIT_NAMES
     }
     assignment = _select(cohort, requests, seed, factor_keys, target_key, rhos)
     _check_factor_spread(cohort, assignment, factor_keys)
 
     splits = {name: [dict(items[i]) for i in np.flatnonzero(assignment == s)] for s, name in enumerate(SPLIT_NAMES)}
-    report = _report(cohort, assignment, requests, factor_keys, target_key, rhos, prevalence, sizes, seed)
+    report = _report(cohort, assignment, requests, factor_keys, target_key, rhos, wanted, prevalence, sizes, seed)
+    if train_rho is not None:
+        report["train_rho"] = dict(train_rhos)
     return SplitResult(splits=splits, report=report)
 
 
@@ -198,18 +205,23 @@ def _name(item: Mapping) -> str:
 # --- requested bucket counts ---------------------------------------------------------------------
 
 
-def _bucket_probabilities(split: str, prevalence: float, rhos: dict[str, float], cohort: _Cohort) -> dict:
-    """p(y) * prod_k p_k(z_k | y) for every bucket (y, z_1, ..., z_K) of ``split``."""
-    keys = list(rhos)  # binary factor keys, in factor order
-    rho_iter = iter(keys)
+def _wanted_rho(split: str, key: str, rhos: dict[str, float], train_rhos: dict[str, float]) -> float:
+    """P(z == y) asked of ``split`` for binary factor ``key``."""
+    if split in ("train", "val"):
+        return train_rhos[key]
+    return rhos[key] if split in _AT_RHO else 1.0 - rhos[key] if split == "test_inverted" else 0.5
+
+
+def _bucket_probabilities(split: str, prevalence: float, wanted: dict[str, float], cohort: _Cohort) -> dict:
+    """p(y) * prod_k p_k(z_k | y) for every bucket (y, z_1, ..., z_K) of ``split``; ``wanted``: P(z_k == y)."""
+    rho_iter = iter(list(wanted))  # binary factor keys, in factor order
     p_y1 = 0.5 if split == "test_balanced" else prevalence
     factor_rho = []
     for is_binary in cohort.binary:
         if not is_binary:
             factor_rho.append(None)
             continue
-        r = rhos[next(rho_iter)]
-        factor_rho.append(r if split in _AT_RHO else 1.0 - r if split == "test_inverted" else 0.5)
+        factor_rho.append(wanted[next(rho_iter)])
     probs = {}
     for bucket in itertools.product((0, 1), *cohort.values):
         y, zs = bucket[0], bucket[1:]
@@ -315,6 +327,7 @@ def _report(
     factor_keys: list[str],
     target_key: str,
     rhos: dict,
+    wanted: dict,
     prevalence: float,
     sizes: dict,
     seed: int,
@@ -338,18 +351,17 @@ def _report(
     }
     for s, name in enumerate(SPLIT_NAMES):
         mask = assignment == s
-        report["splits"][name] = _split_report(cohort, mask, requests[name], name, factor_keys, target_key, rhos)
+        report["splits"][name] = _split_report(cohort, mask, requests[name], factor_keys, target_key, wanted[name])
     return report
 
 
-def _split_report(cohort, mask, request, name, factor_keys, target_key, rhos) -> dict:
+def _split_report(cohort, mask, request, factor_keys, target_key, wanted_rho) -> dict:
     y = cohort.labels[mask]
     z = cohort.codes[mask]
     factors = {}
     for j, key in enumerate(factor_keys):
         if cohort.binary[j]:
-            wanted = rhos[key] if name in _AT_RHO else 1 - rhos[key] if name == "test_inverted" else 0.5
-            factors[key] = {"requested_rho": wanted, "rho": _mean(z[:, j] == y), "phi": phi(y, z[:, j])}
+            factors[key] = {"requested_rho": wanted_rho[key], "rho": _mean(z[:, j] == y), "phi": phi(y, z[:, j])}
         else:
             factors[key] = {"requested_rho": None, "rho": None, "phi": None, "cramers_v": cramers_v(y, z[:, j])}
     keys = np.concatenate([y[:, None], z], axis=1)

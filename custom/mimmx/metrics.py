@@ -1,0 +1,276 @@
+"""Scores of one test split with percentile-bootstrap confidence intervals.
+
+A single number per split hides how much of it is sampling noise: test splits built to invert or balance a shortcut
+are often small, and their subgroups smaller still. Every metric is therefore reported as ``{"value", "ci"}`` with a
+percentile bootstrap interval over the split's rows. Besides the overall scores, ``group_metrics`` breaks the split
+down by one spurious factor (subgroups, and target x factor cells as in SubpopBench), because a shortcut shows up as
+a gap between groups long before it moves the average.
+
+All returned numbers are plain Python floats/ints (or None where a metric is undefined), so results go straight
+into JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+__all__ = [
+    "accuracy",
+    "auprc",
+    "auroc",
+    "balanced_accuracy",
+    "bootstrap_ci",
+    "classification_metrics",
+    "ece",
+    "group_metrics",
+    "roc_curve_points",
+    "switched_auroc",
+]
+
+
+def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as a 1-D int array and probabilities as (n, C) floats over the same rows."""
+    labels = np.asarray(labels).reshape(-1)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be (n, classes), got shape {probs.shape}")
+    if probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"labels and probs must hold the same rows, got {labels.shape[0]} and {probs.shape[0]}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.equal(np.mod(labels, 1), 0)):
+            raise ValueError("labels must be integer class indices")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {probs.shape[1]}), got range [{labels.min()}, {labels.max()}]")
+    return labels, probs
+
+
+def _metric(value: float | None, ci: list[float] | None) -> dict:
+    return {"value": None if value is None else float(value), "ci": ci}
+
+
+def _ovr_macro(labels: np.ndarray, probs: np.ndarray, score: Callable[[np.ndarray, np.ndarray], float]) -> float | None:
+    """Binary score of probs[:, 1], or the one-vs-rest macro mean over the classes present for C > 2.
+
+    Classes absent from ``labels`` have no one-vs-rest score and are left out of the mean (a bootstrap resample or a
+    small split may miss a rare class); with all classes present this is sklearn's ``average="macro"``.
+    """
+    present = np.unique(labels)
+    if present.size < 2:
+        return None
+    if probs.shape[1] == 2:
+        return float(score(labels == 1, probs[:, 1]))
+    return float(np.mean([score(labels == c, probs[:, c]) for c in present]))
+
+
+def auroc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """ROC AUC (one-vs-rest macro for C > 2); None with one class only."""
+    labels, probs = _check(labels, probs)
+    return _ovr_macro(labels, probs, roc_auc_score)
+
+
+def auprc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Average precision, the step-wise area under the precision-recall curve (macro for C > 2); None with one class."""
+    labels, probs = _check(labels, probs)
+    return _ovr_macro(labels, probs, average_precision_score)
+
+
+def accuracy(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Top-1 accuracy; None for an empty split."""
+    labels, probs = _check(labels, probs)
+    return float(np.mean(probs.argmax(1) == labels)) if labels.size else None
+
+
+def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Mean per-class recall over the classes present (sklearn's definition); None with one class only.
+
+    Computed with bincount rather than sklearn's confusion matrix: it runs once per bootstrap resample.
+    """
+    labels, probs = _check(labels, probs)
+    present = np.unique(labels)
+    if present.size < 2:
+        return None
+    n_classes = probs.shape[1]
+    hits = np.bincount(labels, weights=(probs.argmax(1) == labels).astype(np.float64), minlength=n_classes)
+    counts = np.bincount(labels, minlength=n_classes)
+    return float(np.mean(hits[present] / counts[present]))
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float | None:
+    """Expected calibration error of the top-class confidence; None for an empty split.
+
+    Bins are equal-width, [k/B, (k+1)/B) with the last one closed at 1; ECE = sum_k (n_k / n) |acc_k - conf_k|.
+    """
+    labels, probs = _check(labels, probs)
+    if labels.size == 0:
+        return None
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(np.float64)
+    bins = np.clip(np.floor(conf * n_bins).astype(np.int64), 0, n_bins - 1)
+    gap = np.bincount(bins, weights=correct - conf, minlength=n_bins)  # n_k (acc_k - conf_k)
+    return float(np.abs(gap).sum() / labels.size)
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float | None],
+    arrays: Sequence[np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float] | None:
+    """Percentile bootstrap interval of ``statistic(*arrays)``, resampling rows jointly across the arrays.
+
+    Resamples where the statistic is undefined (None, e.g. one class drawn only) are skipped; if fewer than half are
+    defined the interval is None rather than one drawn from a biased remainder. None too for n_boot 0 or no rows.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    arrays = [np.asarray(a) for a in arrays]
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array")
+    n = arrays[0].shape[0]
+    if any(a.shape[0] != n for a in arrays):
+        raise ValueError(f"all arrays must hold the same rows, got {[a.shape[0] for a in arrays]}")
+    if n_boot <= 0 or n == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, n, size=(n_boot, n))
+    values = []
+    for idx in indices:
+        v = statistic(*(a[idx] for a in arrays))
+        if v is not None and np.isfinite(v):
+            values.append(float(v))
+    if len(values) < n_boot / 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.asarray(values), [alpha, 1.0 - alpha])
+    return [float(lo), float(hi)]
+
+
+def _with_ci(statistic: Callable[..., float | None], arrays: Sequence[np.ndarray], n_boot: int, seed: int) -> dict:
+    value = statistic(*arrays)
+    ci = bootstrap_ci(statistic, arrays, n_boot=n_boot, seed=seed) if value is not None else None
+    return _metric(value, ci)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """AUROC, AUPRC, accuracy, balanced accuracy and ECE of softmax outputs, each with a bootstrap CI.
+
+    All metrics share the seed, hence the same resamples: their intervals are paired.
+    """
+    labels, probs = _check(labels, probs)
+    arrays = (labels, probs)
+    out: dict = {"n": int(labels.size)}
+    for name, fn in (
+        ("auroc", auroc),
+        ("auprc", auprc),
+        ("accuracy", accuracy),
+        ("balanced_accuracy", balanced_accuracy),
+        ("ece", ece),
+    ):
+        out[name] = _with_ci(fn, arrays, n_boot, seed)
+    return out
+
+
+def _worst_and_gap(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Minimum over the defined values, and max - min where at least two groups are defined."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return None, None
+    worst = float(min(defined))
+    return worst, (float(max(defined) - worst) if len(defined) >= 2 else None)
+
+
+def group_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    groups: np.ndarray,
+    group_names: Sequence[str],
+    target_names: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Per-subgroup AUROC/accuracy and per target x factor cell accuracy for one spurious factor.
+
+    A model that relies on the factor scores well where factor and target agree and badly where they disagree; the
+    worst group and the gap between groups expose that even when the split's average looks fine. Each group's CI
+    resamples within the group. Empty groups are listed with n 0 and None metrics.
+    """
+    labels, probs = _check(labels, probs)
+    groups = np.asarray(groups).reshape(-1).astype(np.int64)
+    if groups.shape[0] != labels.shape[0]:
+        raise ValueError(f"groups and labels must hold the same rows, got {groups.shape[0]} and {labels.shape[0]}")
+    if groups.size and (groups.min() < 0 or groups.max() >= len(group_names)):
+        raise ValueError(f"group values must lie in [0, {len(group_names)}), got [{groups.min()}, {groups.max()}]")
+    if len(target_names) != probs.shape[1]:
+        raise ValueError(f"{len(target_names)} target names for {probs.shape[1]} classes")
+
+    subgroups = []
+    for v, name in enumerate(group_names):
+        mask = groups == v
+        arrays = (labels[mask], probs[mask])
+        subgroups.append(
+            {
+                "value": str(name),
+                "n": int(mask.sum()),
+                "auroc": _with_ci(auroc, arrays, n_boot, seed),
+                "accuracy": _with_ci(accuracy, arrays, n_boot, seed),
+            }
+        )
+    cells = []
+    for t, target in enumerate(target_names):
+        for v, name in enumerate(group_names):
+            mask = (labels == t) & (groups == v)
+            cells.append(
+                {
+                    "target": str(target),
+                    "value": str(name),
+                    "n": int(mask.sum()),
+                    "accuracy": _with_ci(accuracy, (labels[mask], probs[mask]), n_boot, seed),
+                }
+            )
+    worst_auroc, auroc_gap = _worst_and_gap([s["auroc"]["value"] for s in subgroups])
+    worst_acc, acc_gap = _worst_and_gap([c["accuracy"]["value"] for c in cells])
+    return {
+        "subgroups": subgroups,
+        "cells": cells,
+        "worst_group_auroc": worst_auroc,
+        "auroc_gap": auroc_gap,
+        "worst_group_accuracy": worst_acc,
+        "accuracy_gap": acc_gap,
+    }
+
+
+def switched_auroc(groups: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The causal head's probs[:, 1] scored against a binary factor's label.
+
+    A model that learned the shortcut predicts the factor, so this sits far from 0.5; a shortcut-free one is at
+    chance. Undefined (value None) when the causal task is not binary, the factor has values other than 0/1, or only
+    one factor value is present.
+    """
+    groups = np.asarray(groups).reshape(-1)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != groups.shape[0]:
+        raise ValueError(f"probs must be (n, classes) over the groups' rows, got {probs.shape} for {groups.shape[0]}")
+    if probs.shape[1] != 2 or not np.isin(groups, (0, 1)).all():
+        return _metric(None, None)
+    return _with_ci(auroc, (groups.astype(np.int64), probs), n_boot, seed)
+
+
+def roc_curve_points(labels: np.ndarray, probs: np.ndarray, max_points: int = 200) -> dict | None:
+    """ROC curve of a binary task for plotting, thinned to at most ``max_points`` with both endpoints kept."""
+    labels, probs = _check(labels, probs)
+    if probs.shape[1] != 2 or np.unique(labels).size < 2:
+        return None
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    fpr, tpr, _ = roc_curve(labels, probs[:, 1])
+    if fpr.size > max_points:
+        keep = np.unique(np.round(np.linspace(0, fpr.size - 1, max_points)).astype(np.int64))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
