@@ -116,6 +116,16 @@ def test_rho_per_factor_and_prevalence(items):
     assert abs(_rho(res.splits["test_inverted"], "sex") - 0.2) < 0.02
 
 
+def test_train_rho_changes_train_and_val_only(items):
+    res = build_splits(items, ["sex", "age"], SIZES, rho=0.8, train_rho=0.5, seed=0)
+    for split in ("train", "val"):
+        assert abs(_rho(res.splits[split], "sex") - 0.5) < 0.02
+    assert abs(_rho(res.splits["test_id"], "sex") - 0.8) < 0.02
+    assert abs(_rho(res.splits["test_inverted"], "sex") - 0.2) < 0.02
+    assert res.report["train_rho"] == {"sex": 0.5, "age": 0.5}
+    assert res.report["splits"]["train"]["factors"]["sex"]["requested_rho"] == 0.5
+
+
 def test_bucket_too_small_names_split_bucket_and_remedy():
     items = cohort(400, seed=1)
     with pytest.raises(SplitError) as e:
