@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mimmx.io_utils import atomic_write_json
+from mimmx.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from mimmx.methods import DESCRIPTIONS, METHODS, method_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,10 +230,7 @@ def write_markdown(path: Path, result: dict) -> None:
             "",
             f"![test_inverted AUROC per method]({result['figure']})",
         ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def plot(path: Path, cohorts: dict) -> None:
@@ -258,8 +255,8 @@ def plot(path: Path, cohorts: dict) -> None:
         ax.set_ylabel("causal AUROC (mean ± std over seeds)")
         ax.set_title(f"{cohort.upper()}: AUROC where the shortcut fails")
         ax.legend(loc="upper left", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fig.savefig(fh, format="png")
 
 
 def main() -> None:

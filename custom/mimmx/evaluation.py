@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mimmx.errors import DataError
 from mimmx.factors import FactorSpec, parse_factors
-from mimmx.io_utils import atomic_write_json
+from mimmx.io_utils import atomic_path, atomic_write_json
 from mimmx.metrics import classification_metrics, group_metrics, roc_curve_points, switched_auroc
 from mimmx.networks import CAUSAL, MIMMXNet
 from mimmx.probes import leakage_probes, posthoc_mi
@@ -97,14 +97,11 @@ def save_features(
 ) -> None:
     """Partition features and labels of one split as .npz (``part_<name>``, ``label_<name>``, ``label_names_<name>``)
     for embeddings in the report; written to a temporary name first, so a crash leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"part_{k}": v for k, v in feats.items()}
     arrays.update({f"label_{k}": v for k, v in labels.items()})
     arrays.update({f"label_names_{k}": np.asarray(list(v)) for k, v in label_names.items()})
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def _loader(datalist_file: str, split: str, base_dir: str, transform: Callable, batch_size: int, num_workers: int):

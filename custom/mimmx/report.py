@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from mimmx.errors import DataError
+from mimmx.io_utils import atomic_path, atomic_write_text
 
 __all__ = ["write_report", "format_summary", "SPLIT_ORDER"]
 
@@ -137,33 +136,10 @@ def _read_json(path: str, what: str) -> Any:
         raise DataError(f"{path}: cannot read {what} JSON: {e}") from e
 
 
-def _temp_path(path: Path) -> Path:
-    """A fresh hidden name next to ``path``; opened with "x", so it gets the umask's permissions (mkstemp: 0600)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees a half-written report."""
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save(fig: Figure, path: Path) -> Path:
     """Save a figure as PNG atomically (same reason as the report)."""
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
     return path
 
 
@@ -898,5 +874,5 @@ def write_report(
         lines += _embedding_section(*_embedding_figures(features_file, metrics, figures, seed), seed)
 
     path = out / "report.md"
-    _atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return str(path)
