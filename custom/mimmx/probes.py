@@ -133,8 +133,8 @@ def posthoc_mi(
     fit_features: Mapping[str, np.ndarray],
     eval_features: Mapping[str, np.ndarray],
     steps: int = 500,
-    hidden: int = 64,
-    batch_size: int = 256,
+    hidden: int = 32,
+    batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
 ) -> dict[str, float]:
