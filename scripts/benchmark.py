@@ -279,7 +279,7 @@ def main() -> None:
     if args.quick:
         cohorts, methods, args.seeds = ["cxr"], ["erm", "mimmx"], 1
         args.work_dir = args.work_dir.with_name("benchmark_quick")
-        extra.update({k: v for k, v in QUICK.items()})
+        extra.update(QUICK)
         extra["dataset_dir"] = str(args.work_dir / "data")
     for key, value in args.set:
         extra[key] = value

@@ -109,7 +109,7 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
 
 @pytest.mark.parametrize("method", ["resample", "groupdro", "adversarial", "dcor", "mimm_single", "oracle"])
 def test_every_baseline_trains_through_the_bundle(method, tmp_path):
-    overrides = {k: v for k, v in method_overrides(method).items()}
+    overrides = method_overrides(method)
     run("training", bundle_root=str(tmp_path), config_file=_configs("cxr")["train"], **SMALL["cxr"], **overrides)
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     heads = {k.split(".")[1] for k in state if k.startswith("heads.")}

@@ -23,9 +23,10 @@ from tqdm import tqdm
 from mimmx.errors import DataError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.io_utils import atomic_path, atomic_write_json
-from mimmx.metrics import classification_metrics, group_metrics, roc_curve_points, switched_auroc
+from mimmx.metrics import auroc, classification_metrics, group_metrics, roc_curve_points, switched_auroc
 from mimmx.networks import CAUSAL, MIMMXNet
 from mimmx.probes import leakage_probes, posthoc_mi
+from mimmx.report import format_summary
 
 __all__ = ["collect_outputs", "score_split", "evaluate_splits", "save_features", "TEST_SPLITS", "PROBE_SPLIT"]
 
@@ -79,7 +80,7 @@ def score_split(
         z = labels[spec.name]
         entry = group_metrics(y, causal, z, spec.class_names, target_names, n_boot=n_boot, seed=seed)
         head = probs.get(spec.name)
-        entry["head_auroc"] = classification_metrics(z, head, n_boot=0)["auroc"]["value"] if head is not None else None
+        entry["head_auroc"] = auroc(z, head) if head is not None else None
         entry["switched_auroc"] = switched_auroc(z, causal, n_boot=n_boot, seed=seed)
         out["factors"][spec.name] = entry
     worst_auc = [f["worst_group_auroc"] for f in out["factors"].values() if f["worst_group_auroc"] is not None]
@@ -149,7 +150,8 @@ def evaluate_splits(
         "posthoc_mi": None,
     }
     collected = {}
-    wanted = list(splits) + ([MI_FIT_SPLIT] if probes and MI_FIT_SPLIT not in splits else [])
+    fit_mi = probes and mi_steps > 0
+    wanted = list(splits) + ([MI_FIT_SPLIT] if fit_mi and MI_FIT_SPLIT not in splits else [])
     for split in wanted:
         loader = _loader(datalist_file, split, base_dir, transform, batch_size, num_workers)
         collected[split] = collect_outputs(network, loader, label_keys, device, desc=f"evaluate {split}")
@@ -160,7 +162,7 @@ def evaluate_splits(
     if probes and PROBE_SPLIT in collected:
         _, labels, feats = collected[PROBE_SPLIT]
         results["probes"] = {"split": PROBE_SPLIT, **leakage_probes(feats, labels, seed=seed)}
-        if mi_steps > 0 and len(feats) > 1:
+        if fit_mi and len(feats) > 1:
             pairs = posthoc_mi(collected[MI_FIT_SPLIT][2], feats, steps=mi_steps, seed=seed)
             results["posthoc_mi"] = {"fit_split": MI_FIT_SPLIT, "eval_split": PROBE_SPLIT, "pairs": pairs}
         if features_file:
@@ -169,7 +171,7 @@ def evaluate_splits(
 
     results["summary"] = _summary(results)
     atomic_write_json(output_file, results)
-    print(format_results(results), flush=True)
+    print(format_summary(results), flush=True)
     return results
 
 
@@ -187,33 +189,3 @@ def _summary(results: Mapping[str, Any]) -> dict:
     probes = results.get("probes")
     summary["leakage_auc"] = {f: probes["logistic"][CAUSAL].get(f) for f in results["factors"]} if probes else None
     return summary
-
-
-def format_results(results: Mapping[str, Any]) -> str:
-    """A console table: one row per split (causal AUROC [CI], worst-group AUROC, switched AUROC per factor),
-    then the causal partition's leakage-probe AUROC per factor."""
-
-    def f(v: float | None) -> str:
-        return "  n/a" if v is None else f"{v:5.3f}"
-
-    def ci(m: Mapping) -> str:
-        return "" if not m.get("ci") else f" [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
-
-    factors = results["factors"]
-    lines = [
-        f"{'split':<14} {'n':>5} {'AUROC [95% CI]':<24} {'worst-grp':>9}  "
-        + "  ".join(f"{'sw ' + n[:10]:>13}" for n in factors)
-    ]
-    for split, r in results["splits"].items():
-        auroc = r["causal"]["auroc"]
-        sw = "  ".join(f"{f(r['factors'][n]['switched_auroc']['value']):>13}" for n in factors)
-        lines.append(
-            f"{split:<14} {r['n']:>5} {f(auroc['value']) + ci(auroc):<24} {f(r['worst_group_auroc']):>9}  {sw}"
-        )
-    leakage = results["summary"].get("leakage_auc")
-    if leakage:
-        lines.append(
-            "leakage probe AUROC from the causal partition (ideal 0.5): "
-            + ", ".join(f"{n} {f(v)}" for n, v in leakage.items())
-        )
-    return "\n".join(lines)

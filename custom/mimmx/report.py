@@ -220,6 +220,12 @@ def format_summary(metrics: Mapping) -> str:
     ]
     if factors:
         lines.append("(switched AUROC: the causal head scored against the factor's label; 0.5 = no shortcut)")
+    leakage = (metrics.get("summary") or {}).get("leakage_auc")
+    if leakage:
+        lines.append(
+            "leakage probe AUROC from the causal partition (ideal 0.5): "
+            + ", ".join(f"{name} {_fmt(value)}" for name, value in leakage.items())
+        )
     return "\n".join(lines)
 
 
