@@ -23,7 +23,14 @@ from tqdm import tqdm
 from mimmx.errors import DataError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.io_utils import atomic_path, atomic_write_json
-from mimmx.metrics import auroc, classification_metrics, group_metrics, roc_curve_points, switched_auroc
+from mimmx.metrics import (
+    auroc,
+    classification_metrics,
+    decision_leakage,
+    group_metrics,
+    roc_curve_points,
+    switched_auroc,
+)
 from mimmx.networks import CAUSAL, MIMMXNet
 from mimmx.probes import leakage_probes, posthoc_mi
 from mimmx.report import format_summary
@@ -148,6 +155,7 @@ def evaluate_splits(
         "splits": {},
         "probes": None,
         "posthoc_mi": None,
+        "decision_leakage": None,
     }
     collected = {}
     fit_mi = probes and mi_steps > 0
@@ -159,6 +167,9 @@ def evaluate_splits(
         probs, labels, _ = collected[split]
         results["splits"][split] = score_split(probs, labels, specs, target_names, n_boot=n_boot, seed=seed)
 
+    if PROBE_SPLIT in collected:
+        probs, labels, _ = collected[PROBE_SPLIT]
+        results["decision_leakage"] = _decision_leakage(probs[CAUSAL], labels, specs)
     if probes and PROBE_SPLIT in collected:
         _, labels, feats = collected[PROBE_SPLIT]
         results["probes"] = {"split": PROBE_SPLIT, **leakage_probes(feats, labels, seed=seed)}
@@ -175,6 +186,13 @@ def evaluate_splits(
     return results
 
 
+def _decision_leakage(causal: np.ndarray, labels: Mapping[str, np.ndarray], specs: Sequence[FactorSpec]) -> dict:
+    """Per factor, :func:`mimmx.metrics.decision_leakage` of the causal P(class 1) (None for a multi-class task)."""
+    if causal.shape[1] != 2:
+        return dict.fromkeys((f.name for f in specs), None)
+    return {f.name: decision_leakage(labels[CAUSAL], causal[:, 1], labels[f.name]) for f in specs}
+
+
 def _summary(results: Mapping[str, Any]) -> dict:
     """The few numbers a benchmark table needs, under stable keys."""
     summary: dict[str, Any] = {}
@@ -188,4 +206,9 @@ def _summary(results: Mapping[str, Any]) -> dict:
     )
     probes = results.get("probes")
     summary["leakage_auc"] = {f: probes["logistic"][CAUSAL].get(f) for f in results["factors"]} if probes else None
+    # the causal output's own use of each factor within a target class, on test_balanced (0.5 = none)
+    summary["decision_leakage"] = results.get("decision_leakage")
+    inverted = results["splits"].get("test_inverted")
+    ci = inverted["causal"]["auroc"]["ci"] if inverted else None
+    summary["test_inverted_auroc_ci_halfwidth"] = (ci[1] - ci[0]) / 2 if ci and None not in ci else None
     return summary

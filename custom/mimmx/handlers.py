@@ -15,7 +15,7 @@ from monai.utils.enums import CommonKeys as Keys
 
 from mimmx.io_utils import atomic_write_csv, atomic_write_json
 
-__all__ = ["TrainingHistory", "PredictionWriter"]
+__all__ = ["TrainingHistory", "PredictionWriter", "SelectionCheckpoints"]
 
 _STAT_PREFIXES = ("ce_", "mi_", "weight_", "critic_loss", "adv_", "dro_")
 
@@ -128,3 +128,84 @@ class PredictionWriter:
         rows = [[*r[:-1], names[r[-1]]] for r in self.rows]
         atomic_write_csv(self.output_file, header, rows)
         logging.getLogger("mimmx").info(f"wrote {len(rows)} predictions to {self.output_file}")
+
+
+class SelectionCheckpoints:
+    """Model selection beside the key metric's ``model.pt``, the same for every method: two more flat checkpoints.
+
+    On each validation run it computes the *group-balanced* val AUROC of the causal output (every target x factor
+    group weighted equally, :func:`mimmx.metrics.group_balanced_auroc`: the val split as if the factors were
+    independent of the target), puts it into the validator's metrics as ``metric_name`` (so TrainingHistory records
+    it per epoch), saves ``balanced_file`` when it is the best so far and ``last_file`` every time. Attach to the
+    validator after its metric handlers; factor labels are read from the batch (they are in the data list).
+    The running best is not restored on resume: the first validation after a resume saves again.
+
+    Args:
+        network: the trained network (its state dict is saved flat, like ``model.pt``).
+        save_dir: the checkpoint folder.
+        factors: the factors whose target x factor groups are balanced (all the bundle's factors).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_dir: str,
+        factors: Sequence[Any],
+        target_key: str = "label",
+        balanced_file: str | None = "model_balanced_val.pt",
+        last_file: str | None = "model_last.pt",
+        metric_name: str = "val_balanced_auc",
+    ) -> None:
+        from mimmx.factors import parse_factors
+
+        self.network = network
+        self.save_dir = Path(save_dir)
+        self.specs = parse_factors(factors)
+        self.target_key = target_key
+        self.balanced_file = balanced_file
+        self.last_file = last_file
+        self.metric_name = metric_name
+        self.best = -float("inf")
+        self._scores: list[float] = []
+        self._rows: list[list[int]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._completed)
+
+    def _reset(self, engine: Engine) -> None:
+        self._scores, self._rows = [], []
+
+    def _collect(self, engine: Engine) -> None:
+        keys = [self.target_key] + [f.key for f in self.specs]
+        batch, output = engine.state.batch, engine.state.output
+        samples = batch if isinstance(batch, list) else [dict(zip(batch, v)) for v in zip(*batch.values())]
+        preds = output if isinstance(output, list) else [{Keys.PRED: p} for p in output[Keys.PRED]]
+        for sample, out in zip(samples, preds, strict=True):
+            missing = [k for k in keys if k not in sample]
+            if missing:
+                raise KeyError(f"SelectionCheckpoints: validation sample has no {missing} (keys: {sorted(sample)}).")
+            self._rows.append([int(torch.as_tensor(sample[k]).reshape(-1)[0]) for k in keys])
+            self._scores.append(float(torch.as_tensor(out[Keys.PRED]).detach().float().reshape(-1)[-1]))
+
+    def _completed(self, engine: Engine) -> None:
+        from mimmx.baselines import group_index
+        from mimmx.io_utils import atomic_path
+        from mimmx.metrics import group_balanced_auroc
+
+        rows = torch.as_tensor(self._rows).numpy().reshape(-1, 1 + len(self.specs))
+        groups = group_index(rows[:, 0], [rows[:, j + 1] for j in range(len(self.specs))], self.specs)
+        value = group_balanced_auroc(rows[:, 0], self._scores, groups)
+        engine.state.metrics[self.metric_name] = float("nan") if value is None else value
+        targets = [self.last_file] if self.last_file else []
+        if self.balanced_file and value is not None and value > self.best:
+            self.best = value
+            targets.append(self.balanced_file)
+        for name in targets:
+            with atomic_path(self.save_dir / name) as tmp:
+                torch.save(self.network.state_dict(), tmp)
+        logging.getLogger("mimmx").info(
+            f"epoch {engine.state.epoch}: group-balanced val AUROC {engine.state.metrics[self.metric_name]:.4f} "
+            f"(best {self.best:.4f})"
+        )

@@ -41,6 +41,29 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+# Baselines that change the data or add a step after training, not a loss term (see mimmx.baselines); both on top
+# of the ERM objective.
+METHODS.update(
+    {
+        # shorter epochs: the subsample keeps (smallest group) x (number of groups) images; no drop_last, since that
+        # can be fewer than one batch
+        "subsample": {
+            **METHODS["erm"],
+            "train#dataset#data": "$group_balanced_subsample(monai.data.load_decathlon_datalist(@datalist, False, "
+            "'train', base_dir=@data_base_dir), @model_factors, seed=@seed)",
+            "train#dataloader#drop_last": False,
+        },
+        "dfr": {**METHODS["erm"], "dfr": True},
+    }
+)
+DESCRIPTIONS.update(
+    {
+        "subsample": "ERM on a group-balanced subsample: every target x factor group cut to the smallest one's size",
+        "dfr": "deep feature reweighting: ERM, then the causal head refit on group-balanced training subsamples",
+    }
+)
+
+
 def method_overrides(name: str) -> dict[str, Any]:
     """Config overrides of one method; a clear error for an unknown name."""
     if name not in METHODS:

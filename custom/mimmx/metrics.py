@@ -24,7 +24,9 @@ __all__ = [
     "balanced_accuracy",
     "bootstrap_ci",
     "classification_metrics",
+    "decision_leakage",
     "ece",
+    "group_balanced_auroc",
     "group_metrics",
     "roc_curve_points",
     "switched_auroc",
@@ -274,3 +276,52 @@ def roc_curve_points(labels: np.ndarray, probs: np.ndarray, max_points: int = 20
         keep = np.unique(np.round(np.linspace(0, fpr.size - 1, max_points)).astype(np.int64))
         fpr, tpr = fpr[keep], tpr[keep]
     return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
+
+
+def group_balanced_auroc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float | None:
+    """AUROC of ``scores`` (the causal output, P(class 1)) where every group carries the same total weight.
+
+    With groups = target x factor values, the weighted split has every factor independent of the target, as a
+    balanced test set has, so a model that leans on a shortcut loses here what it gains from it on the correlated
+    split. Used for model selection on val. Empty groups carry nothing; a group of one image weighs as much as a
+    large one, so the value is noisy when some groups are tiny. None with one target class only.
+    """
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    if not labels.shape == scores.shape == groups.shape:
+        raise ValueError(
+            f"labels, scores and groups must hold the same rows: {labels.shape}, {scores.shape}, {groups.shape}"
+        )
+    if np.unique(labels).size < 2:
+        return None
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return float(roc_auc_score(labels, scores, sample_weight=1.0 / counts[inverse]))
+
+
+def decision_leakage(labels: np.ndarray, scores: np.ndarray, factor: np.ndarray) -> float | None:
+    """How well the causal output separates a factor's values *within* each target class: 0.5 = not at all.
+
+    Per target class, the AUROC of ``scores`` against each factor value (one-vs-rest; a binary factor gives one
+    number), folded as ``|AUROC - 0.5| + 0.5`` so that using the factor in either direction counts, then averaged
+    over values and classes. Unlike the switched test this is not fooled by the target itself going with the factor:
+    on a split where they are independent both agree, elsewhere only this one isolates the factor's own effect.
+    None where no class holds two factor values.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    factor = np.asarray(factor).reshape(-1)
+    if not labels.shape == scores.shape == factor.shape:
+        raise ValueError(
+            f"labels, scores and factor must hold the same rows: {labels.shape}, {scores.shape}, {factor.shape}"
+        )
+    per_class = []
+    for c in np.unique(labels):
+        inside = labels == c
+        values = np.unique(factor[inside])
+        if values.size < 2:
+            continue
+        values = values[1:] if values.size == 2 else values  # binary: both one-vs-rest AUROCs fold to the same value
+        folded = [abs(roc_auc_score(factor[inside] == v, scores[inside]) - 0.5) + 0.5 for v in values]
+        per_class.append(float(np.mean(folded)))
+    return float(np.mean(per_class)) if per_class else None
