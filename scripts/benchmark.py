@@ -1,21 +1,33 @@
-"""Every method on both bundles' default synthetic cohorts, several seeds, one run: the side-by-side benchmark.
+"""The benchmark ladder: every method on both bundles' synthetic cohorts, per protocol, training size and seed.
 
-    python scripts/benchmark.py                  # 8 methods x {cxr, mri} x 3 seeds -> docs/benchmarks.md,
-                                                 #   docs/results/benchmark.json, docs/results/benchmark.png
-    python scripts/benchmark.py --quick          # CI check: small CXR cohort, one seed, erm and mimmx;
-                                                 #   exits 1 unless MIMM-X's test_inverted AUC is above ERM's
+    python scripts/benchmark.py --jobs 2 --reuse     # the full ladder (hours on a 2-core CPU): cxr x {single, pair,
+                                                     #   all}, mri x {pair, all}, train 1600 and 6400, every method,
+                                                     #   3 seeds -> docs/benchmarks.md, docs/results/benchmark.json,
+                                                     #   docs/results/benchmark.png
+    python scripts/benchmark.py --quick              # a few minutes: CXR, protocol pair, train 800, 15 epochs, one
+                                                     #   seed, erm vs mimmx; prints both (a measurement, not a test)
+    python scripts/benchmark.py --report_only        # rebuild the documents from whatever runs have finished
 
-Each run goes through ``python -m monai.bundle run training`` and ``run evaluating`` with the method's overrides
-from :mod:`mimmx.methods`, exactly as a user would train it. All methods share data, network, epochs and model
-selection (best validation AUC on the training-correlated val split). A seed changes the split draw (own data list
-per seed), the initialisation and the batch order. ``epoch_time_vs_erm`` compares mean epoch wall times (first
-epoch, the cache warm-up, left out) under the same number of parallel jobs and threads.
+Axes: bundle (``--bundles``), protocol (``--protocols``; the bundle's ``protocols`` ladder: which factors go with the
+target in training), training size (``--sizes``), method (``--methods``, :data:`mimmx.methods.METHODS`), seed
+(``--seeds``). Per (bundle, protocol, size, seed) one data list is prepared before the parallel runs (the oracle,
+at rho 0.5 everywhere, gets its own per size and seed, shared by every protocol's table). One synthetic cohort per
+bundle, large enough for the largest size, lives in the benchmark's own data folder.
+
+Every run goes through ``python -m monai.bundle run training`` and ``run evaluating`` with the method's overrides,
+as a user would: training, then ``models/model.pt`` (best val AUROC at the training correlation) with bootstrap CIs
+and leakage probes, then ``model_last.pt`` and ``model_balanced_val.pt`` (best group-balanced val AUROC) cheaply
+(no bootstrap, no probes, no report). Test splits are large enough (1500 each) for a bootstrap 95% CI half-width of
+test_inverted AUROC of about 0.03 or less; each row carries the measured half-width. ``epoch_time_vs_erm``
+compares mean epoch wall times (first epoch, the cache warm-up, left out) with the ERM run of the same data list,
+under the same number of parallel jobs and threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -23,9 +35,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import date
+from itertools import product
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -33,16 +48,54 @@ from mimmx.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from mimmx.methods import DESCRIPTIONS, METHODS, method_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-COHORTS = {"cxr": ROOT / "bundles" / "mimmx_cxr", "mri": ROOT / "bundles" / "mimmx_mri"}
-SPLIT_KEYS = ("test_id", "test_inverted", "test_balanced")
-QUICK = {  # a smaller cohort and budget for the CI check (same protocol: rho 0.9, same model selection)
-    "cohort#synthetic#num_patients": 4000,
-    "splits#sizes": {"train": 800, "val": 200, "test_id": 200, "test_inverted": 200, "test_balanced": 200},
-    "max_epochs": 20,
+BUNDLES = {"cxr": ROOT / "bundles" / "mimmx_cxr", "mri": ROOT / "bundles" / "mimmx_mri"}
+DEFAULT_PROTOCOLS = {"cxr": "single,pair,all", "mri": "pair,all"}
+# val 1000 and 1500 per test split: bootstrap 95% CI half-width of test_inverted AUROC <= ~0.03 (largest at AUROC 0.5)
+EVAL_SIZES = {"val": 1000, "test_id": 1500, "test_inverted": 1500, "test_balanced": 1500}
+COHORT_KEY = {"cxr": "num_patients", "mri": "num_subjects"}
+GENERATOR_RHO = 0.62  # cohort#synthetic#rho of both bundles: P(factor == target) in the generated cohort
+KEEP = {"cxr": 0.95, "mri": 0.95}  # share of generated images the readers keep (uncertain labels, age gap)
+AUROCS = ("test_id_auroc", "test_inverted_auroc", "test_balanced_auroc", "worst_group_auroc")
+QUICK = {
+    "protocol": "pair",
+    "sizes": {"train": 800, "val": 400, "test_id": 600, "test_inverted": 600, "test_balanced": 600},
+    "max_epochs": 15,
 }
+SELECTIONS = {"model": "model.pt", "last_epoch": "model_last.pt", "balanced_val_selection": "model_balanced_val.pt"}
 
 
-def bundle_command(run_id: str, bundle: Path, overrides: dict) -> list[str]:
+# --- what to run -------------------------------------------------------------------------------------------------
+
+
+def split_sizes(n_train: int) -> dict[str, int]:
+    return {"train": int(n_train), **EVAL_SIZES}
+
+
+def cohort_size(factor_rhos: Sequence[Mapping[str, float]], sizes: Mapping[str, int], keep: float) -> int:
+    """Images the generated cohort needs so that every bucket of every split can be filled, with 15% to spare.
+
+    The generator draws each binary factor equal to the target with probability GENERATOR_RHO; a split asks each
+    bucket (y, z_1..z_K) for n * 0.5 * prod_k (rho_k if z_k == y else 1 - rho_k) (test_inverted at 1 - rho,
+    test_balanced at 0.5). Demand per bucket, summed over the splits, over its share of the cohort.
+    """
+    need = 0.0
+    for rhos in factor_rhos:
+        keys = list(rhos)
+        for bucket in product((0, 1), repeat=len(keys) + 1):
+            y, zs = bucket[0], bucket[1:]
+            supply = 0.5 * math.prod(GENERATOR_RHO if z == y else 1 - GENERATOR_RHO for z in zs) * keep
+            demand = 0.0
+            for split, n in sizes.items():
+                for_split = [
+                    0.5 if split == "test_balanced" else (1 - r if split == "test_inverted" else r)
+                    for r in (rhos[k] for k in keys)
+                ]
+                demand += n * 0.5 * math.prod(r if z == y else 1 - r for z, r in zip(zs, for_split))
+            need = max(need, demand / supply)
+    return int(math.ceil(need * 1.15 / 100.0) * 100)
+
+
+def bundle_command(run_id: str, bundle: Path, overrides: Mapping[str, Any]) -> list[str]:
     configs = [bundle / "configs" / "train.yaml"]
     if run_id == "evaluating":
         configs.append(bundle / "configs" / "evaluate.yaml")
@@ -54,123 +107,302 @@ def bundle_command(run_id: str, bundle: Path, overrides: dict) -> list[str]:
     return cmd
 
 
-def run_overrides(method: str, seed: int, out: Path, extra: dict) -> dict:
-    overrides = method_overrides(method)
-    stem = "datalist_oracle" if method == "oracle" else "datalist"
-    overrides["datalist_file"] = f"{stem}_seed{seed}.json"
-    return {
-        "seed": seed,
-        "ckpt_dir": str(out / "models"),
-        "output_dir": str(out / "eval"),
-        "log_dir": str(out / "logs"),
-        **overrides,
-        **extra,
+def datalist_name(protocol: str, n_train: int, seed: int, oracle: bool) -> str:
+    return (
+        f"datalist_oracle_n{n_train}_seed{seed}.json" if oracle else f"datalist_{protocol}_n{n_train}_seed{seed}.json"
+    )
+
+
+def data_overrides(spec: Mapping[str, Any], common: Mapping[str, Any], oracle: bool) -> dict[str, Any]:
+    """The ids that decide a run's data list (shared by the data preparation and every method's run)."""
+    out = {
+        "dataset_dir": common["data_dirs"][spec["bundle"]],
+        f"cohort#synthetic#{COHORT_KEY[spec['bundle']]}": common["cohort_sizes"][spec["bundle"]],
+        "protocol": spec["protocol"],
+        "splits#sizes": spec["sizes"],
+        "seed": spec["seed"],
+        "datalist_file": datalist_name(spec["protocol"], spec["n_train"], spec["seed"], oracle),
     }
-
-
-def prepare_data(bundle: Path, seed: int, oracle: bool, extra: dict) -> None:
-    """Write the data list (and generate the cohort) once, before parallel runs would race on it."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "train.yaml"))
-    overrides = {"bundle_root": str(bundle), **run_overrides("oracle" if oracle else "erm", seed, Path("."), extra)}
-    for key, value in overrides.items():
-        if key in ("ckpt_dir", "output_dir", "log_dir"):
-            continue
-        parser[key] = value
-    parser.get_parsed_content("datalist")
-
-
-def run_one(cohort: str, method: str, seed: int, work_dir: Path, extra: dict, env: dict, reuse: bool) -> dict:
-    bundle = COHORTS[cohort]
-    out = work_dir / cohort / method / f"seed{seed}"
-    metrics_file = out / "eval" / "metrics.json"
-    if not (reuse and metrics_file.is_file()):
-        out.mkdir(parents=True, exist_ok=True)
-        overrides = run_overrides(method, seed, out, extra)
-        with open(out / "run.log", "w") as log:
-            for run_id in ("training", "evaluating"):
-                cmd = bundle_command(run_id, bundle, overrides)
-                log.write(f"$ {shlex.join(cmd)}\n")
-                log.flush()
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{cohort}/{method}/seed{seed} {run_id} failed; see {out / 'run.log'}")
-    metrics = json.loads(metrics_file.read_text())
-    history = json.loads((out / "eval" / "history.json").read_text())
-    seconds = [h["epoch_seconds"] for h in history[1:]] or [h["epoch_seconds"] for h in history]
-    summary = metrics["summary"]
-    return {
-        "cohort": cohort,
-        "method": method,
-        "seed": seed,
-        **{f"{s}_auc": summary.get(f"{s}_auroc") for s in SPLIT_KEYS},
-        "worst_group_auc": summary.get("worst_group_auroc"),
-        "leakage_auc": summary.get("leakage_auc") or {},
-        "switched_auc": summary.get("switched_auroc") or {},
-        "epoch_seconds": statistics.mean(seconds),
-    }
-
-
-def mean_std(values: list) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
-def aggregate(runs: list[dict], cohorts: list[str], methods: list[str]) -> dict:
-    out: dict = {}
-    for cohort in cohorts:
-        rows = [r for r in runs if r["cohort"] == cohort]
-        erm_time = [r["epoch_seconds"] for r in rows if r["method"] == "erm"]
-        out[cohort] = {}
-        for method in methods:
-            mine = [r for r in rows if r["method"] == method]
-            if not mine:
-                continue
-            factors = list(mine[0]["leakage_auc"])
-            entry = {"seeds": len(mine)}
-            for key in ("test_id_auc", "test_inverted_auc", "test_balanced_auc", "worst_group_auc"):
-                entry[key] = mean_std([r[key] for r in mine])
-            entry["leakage_auc"] = {f: mean_std([r["leakage_auc"].get(f) for r in mine]) for f in factors}
-            entry["switched_auc"] = {f: mean_std([r["switched_auc"].get(f) for r in mine]) for f in factors}
-            entry["epoch_seconds"] = statistics.mean(r["epoch_seconds"] for r in mine)
-            entry["epoch_time_vs_erm"] = entry["epoch_seconds"] / statistics.mean(erm_time) if erm_time else None
-            out[cohort][method] = entry
+    if oracle:
+        out["splits#rho"] = 0.5
     return out
 
 
-def targets(cohort: dict) -> list[str]:
-    """The issue's targets, checked on the aggregated numbers of one cohort."""
-    lines = []
-    mimmx, oracle = cohort.get("mimmx"), cohort.get("oracle")
-    if not mimmx:
-        return lines
-    inv = mimmx["test_inverted_auc"]["mean"]
-    if oracle and inv is not None and oracle["test_inverted_auc"]["mean"]:
-        ratio = inv / oracle["test_inverted_auc"]["mean"]
-        lines.append(f"MIMM-X test_inverted AUC >= 95% of the oracle's: {ratio:.0%} of it -> {_met(ratio >= 0.95)}")
-    others = {m: v["test_inverted_auc"]["mean"] for m, v in cohort.items() if m not in ("mimmx", "oracle")}
-    if others and inv is not None:
-        best = max(others, key=lambda m: others[m] if others[m] is not None else -1)
-        lines.append(
-            f"MIMM-X above every non-oracle method on test_inverted: {inv:.3f} vs best other {best} "
-            f"{others[best]:.3f} -> {_met(all(v is None or inv > v for v in others.values()))}"
-        )
-    leak = {f: v["mean"] for f, v in mimmx["leakage_auc"].items()}
-    if leak:
-        worst = max(leak, key=lambda f: leak[f] if leak[f] is not None else -1)
-        lines.append(
-            f"causal-partition leakage-probe AUC <= 0.60 for every factor: highest {worst} {leak[worst]:.3f} "
-            f"-> {_met(all(v is not None and v <= 0.60 for v in leak.values()))}"
-        )
-    return lines
+def run_dir(work_dir: Path, spec: Mapping[str, Any]) -> Path:
+    protocol = "any" if spec["method"] == "oracle" else spec["protocol"]  # the oracle's data ignores the protocol
+    return work_dir / spec["bundle"] / protocol / f"n{spec['n_train']}" / spec["method"] / f"seed{spec['seed']}"
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "**not met**"
+def prepare_data(spec: Mapping[str, Any], common: Mapping[str, Any], oracle: bool) -> str:
+    """Write the data list (and generate the cohort) once, before parallel runs would race on it."""
+    from monai.bundle import ConfigParser
+
+    bundle = BUNDLES[spec["bundle"]]
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.yaml"))
+    parser["bundle_root"] = str(bundle)
+    for key, value in {**data_overrides(spec, common, oracle), **common["extra"]}.items():
+        parser[key] = value
+    return parser.get_parsed_content("datalist")
+
+
+def run_one(spec: Mapping[str, Any], common: Mapping[str, Any], env: Mapping[str, str], reuse: bool) -> Path:
+    """Train and evaluate one (bundle, protocol, size, method, seed); skipped when reused and complete."""
+    out = run_dir(common["work_dir"], spec)
+    if reuse and all((out / "eval" / f"metrics_{sel}.json").is_file() for sel in SELECTIONS):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run.json", dict(spec))
+    oracle = spec["method"] == "oracle"
+    base = {
+        "ckpt_dir": str(out / "models"),
+        "output_dir": str(out / "eval"),
+        "log_dir": str(out / "logs"),
+        **data_overrides(spec, common, oracle),
+        **method_overrides(spec["method"]),
+        **common["extra"],
+    }
+    evaluations = {
+        sel: {
+            "model_file": str(out / "models" / name),
+            "metrics_file": str(out / "eval" / f"metrics_{sel}.json"),
+            "write_report": False,
+            **(
+                {"bootstrap_samples": 1000, "posthoc_mi_steps": 300}
+                if sel == "model"
+                else {"bootstrap_samples": 0, "probes": False}
+            ),
+        }
+        for sel, name in SELECTIONS.items()
+    }
+    steps = [("training", base)] + [("evaluating", {**base, **ev}) for ev in evaluations.values()]
+    with open(out / "run.log", "w") as log:
+        for run_id, overrides in steps:
+            cmd = bundle_command(run_id, BUNDLES[spec["bundle"]], overrides)
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env), cwd=ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{out}: {run_id} failed (exit {proc.returncode}); see {out / 'run.log'}")
+    return out
+
+
+# --- what came out -----------------------------------------------------------------------------------------------
+
+
+def smallest_group(datalist: str | Path) -> int:
+    """The smallest target x factor group (all factors jointly, empty groups count as 0) of the training split."""
+    content = json.loads(Path(datalist).read_text())
+    factors = content["metadata"]["factors"]
+    counts: dict[tuple, int] = {}
+    for item in content["train"]:
+        key = (item["label"], *(item[f["key"]] for f in factors))
+        counts[key] = counts.get(key, 0) + 1
+    cells = product(range(2), *(range(f["num_classes"]) for f in factors))
+    return min(counts.get(cell, 0) for cell in cells)
+
+
+def _aurocs(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    return {key: summary.get(key) for key in AUROCS}
+
+
+def collect_row(out: Path) -> dict | None:
+    """One benchmark row from a finished run folder (None while any of its evaluations is missing)."""
+    files = {sel: out / "eval" / f"metrics_{sel}.json" for sel in SELECTIONS}
+    if not (out / "run.json").is_file() or not all(f.is_file() for f in files.values()):
+        return None
+    spec = json.loads((out / "run.json").read_text())
+    metrics = {sel: json.loads(f.read_text())["summary"] for sel, f in files.items()}
+    history = json.loads((out / "eval" / "history.json").read_text())
+    seconds = [h["epoch_seconds"] for h in history[1:]] or [h["epoch_seconds"] for h in history]
+    main = metrics["model"]
+    return {
+        "bundle": spec["bundle"],
+        "protocol": spec["protocol"],
+        "n_train": spec["n_train"],
+        "method": spec["method"],
+        "seed": spec["seed"],
+        **_aurocs(main),
+        "decision_leakage": main.get("decision_leakage") or {},
+        "probe_leakage": main.get("leakage_auc") or {},
+        "epoch_seconds": statistics.mean(seconds),
+        "epoch_time_vs_erm": None,  # filled by add_relative_times
+        "test_inverted_ci_halfwidth": main.get("test_inverted_auroc_ci_halfwidth"),
+        "last_epoch": _aurocs(metrics["last_epoch"]),
+        "balanced_val_selection": _aurocs(metrics["balanced_val_selection"]),
+        "smallest_group": spec.get("smallest_group"),
+        "epochs": len(history),
+    }
+
+
+def add_relative_times(rows: list[dict]) -> None:
+    """epoch_time_vs_erm: each row's mean epoch time over the ERM run's on the same data list (same seed)."""
+    erm = {
+        (r["bundle"], r["protocol"], r["n_train"], r["seed"]): r["epoch_seconds"] for r in rows if r["method"] == "erm"
+    }
+    for r in rows:
+        ref = erm.get((r["bundle"], r["protocol"], r["n_train"], r["seed"]))
+        r["epoch_time_vs_erm"] = r["epoch_seconds"] / ref if ref else None
+
+
+def collect_rows(work_dir: Path, protocols: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
+    """Every finished run under ``work_dir``; the oracle's rows are repeated under each protocol of its bundle."""
+    rows = []
+    for run_json in sorted(work_dir.glob("*/*/n*/*/seed*/run.json")):
+        row = collect_row(run_json.parent)
+        if row is None:
+            continue
+        if row["method"] == "oracle":
+            names = (protocols or {}).get(row["bundle"]) or sorted(
+                {p.name for p in (work_dir / row["bundle"]).iterdir() if p.is_dir() and p.name != "any"}
+            )
+            rows += [{**row, "protocol": p} for p in names]
+        else:
+            rows.append(row)
+    add_relative_times(rows)
+    return rows
+
+
+def mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    return {
+        "mean": statistics.mean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]:
+    """(bundle, protocol, n_train) -> method -> mean/sd over seeds of every column."""
+    tables: dict[tuple, dict[str, dict]] = {}
+    for key in sorted({(r["bundle"], r["protocol"], r["n_train"]) for r in rows}):
+        mine = [r for r in rows if (r["bundle"], r["protocol"], r["n_train"]) == key]
+        methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
+        methods += sorted({r["method"] for r in mine} - set(methods))
+        table = {}
+        for method in methods:
+            runs = [r for r in mine if r["method"] == method]
+            factors = sorted({f for r in runs for f in list(r["decision_leakage"]) + list(r["probe_leakage"])})
+            entry: dict[str, Any] = {"seeds": len(runs)}
+            for col in (*AUROCS, "epoch_time_vs_erm", "test_inverted_ci_halfwidth"):
+                entry[col] = mean_sd([r.get(col) for r in runs])
+            for col in ("decision_leakage", "probe_leakage"):
+                entry[col] = {f: mean_sd([r[col].get(f) for r in runs]) for f in factors}
+            for col in ("last_epoch", "balanced_val_selection"):
+                entry[col] = {a: mean_sd([r[col].get(a) for r in runs]) for a in AUROCS}
+            groups = [r["smallest_group"] for r in runs if r.get("smallest_group") is not None]
+            entry["smallest_group"] = min(groups) if groups else None
+            table[method] = entry
+        tables[key] = table
+    return tables
+
+
+def fmt(m: Mapping[str, Any], digits: int = 3) -> str:
+    if m["mean"] is None:
+        return "n/a"
+    return f"{m['mean']:.{digits}f} ± {m['sd']:.{digits}f}" if m["n"] > 1 else f"{m['mean']:.{digits}f}"
+
+
+def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    """docs/benchmarks.md from whatever rows exist (a partial benchmark gives partial tables)."""
+    tables = aggregate(rows)
+    methods = sorted({r["method"] for r in rows}, key=lambda m: list(METHODS).index(m) if m in METHODS else 99)
+    lines = [
+        "# Benchmark: the protocol ladder",
+        "",
+        f"Produced by `{meta.get('command', 'python scripts/benchmark.py')}` on {meta.get('date', '?')} "
+        f"({meta.get('machine', '?')}; {meta.get('jobs', '?')} runs in parallel). {len(rows)} runs finished"
+        f"{' (partial: more were planned)' if meta.get('planned') and meta['planned'] > len(rows) else ''}. "
+        "Cells: mean ± sd over seeds (a seed redraws the splits, the initialisation and the batch order).",
+        "",
+        f"Splits: train as in each heading; {', '.join(f'{k} {v}' for k, v in EVAL_SIZES.items())}. Protocols: the "
+        "bundle's `protocols` ladder (`single`: one factor at rho 0.9, the others at 0.5; `pair`: two; `all`: every "
+        "factor at 0.9). Synthetic cohorts: "
+        + ", ".join(f"{b} {n} images" for b, n in (meta.get("cohort_sizes") or {}).items())
+        + ".",
+        "",
+        "Columns: causal AUROC on test_id (training correlation), test_inverted (1 - rho; the ± CI column is the "
+        "bootstrap 95% CI half-width of one run, averaged), test_balanced (0.5); worst group = the lowest AUROC "
+        "within one factor value on test_balanced; decision leakage = AUROC of the causal output against each factor "
+        "inside each target class on test_balanced, folded (0.5 = none); probe leakage = logistic-probe AUROC from "
+        "the causal partition to the factor on test_balanced (0.5 = none); epoch time relative to ERM on the same "
+        "data. Model selection: best val AUROC at the training correlation (`model.pt`), the same for every method; "
+        "the second table of each section scores the last epoch and the best group-balanced val AUROC instead.",
+        "",
+        "Methods (all share data, network, epochs and model selection; `mimmx methods` prints their overrides):",
+        "",
+    ]
+    lines += [f"- **{m}**: {DESCRIPTIONS.get(m, '')}" for m in methods]
+    for (bundle, protocol, n_train), table in tables.items():
+        factors = sorted({f for v in table.values() for f in v["decision_leakage"]})
+        smallest = [v["smallest_group"] for v in table.values() if v["smallest_group"] is not None]
+        lines += [
+            "",
+            f"## {bundle.upper()}, protocol `{protocol}`, train {n_train}",
+            "",
+            f"Smallest target x factor group of the training split: {min(smallest) if smallest else 'n/a'} images "
+            "(the oracle's split is balanced; group-balanced subsampling keeps this many per group).",
+            "",
+        ]
+        head = ["method", "seeds", "test_id", "test_inverted", "± CI", "test_balanced", "worst group"]
+        head += [f"decision {f}" for f in factors] + [f"probe {f}" for f in factors] + ["epoch time vs ERM"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method, v in table.items():
+            cells = [method, str(v["seeds"]), fmt(v["test_id_auroc"]), fmt(v["test_inverted_auroc"])]
+            cells += [fmt(v["test_inverted_ci_halfwidth"]), fmt(v["test_balanced_auroc"]), fmt(v["worst_group_auroc"])]
+            cells += [fmt(v["decision_leakage"].get(f, {"mean": None})) for f in factors]
+            cells += [fmt(v["probe_leakage"].get(f, {"mean": None})) for f in factors]
+            cells.append(fmt(v["epoch_time_vs_erm"], 2))
+            lines.append("| " + " | ".join(cells) + " |")
+        head = ["method"] + [f"{sel} {a.replace('_auroc', '')}" for sel in ("last", "bal-val") for a in AUROCS]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method, v in table.items():
+            cells = [method] + [fmt(v[sel][a]) for sel in ("last_epoch", "balanced_val_selection") for a in AUROCS]
+            lines.append("| " + " | ".join(cells) + " |")
+    if meta.get("figure"):
+        lines += ["", "## test_inverted AUROC against training size", "", f"![test_inverted AUROC]({meta['figure']})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """test_inverted AUROC (mean ± sd) against training size: one panel per (bundle, protocol), a line per method."""
+    from matplotlib.figure import Figure
+
+    tables = aggregate(rows)
+    ladder = {"single": 0, "pair": 1, "all": 2}
+    panels = sorted({(b, p) for b, p, _ in tables}, key=lambda bp: (bp[0], ladder.get(bp[1], 9), bp[1]))
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    cols = min(3, len(panels)) or 1
+    nrows = max(1, math.ceil(len(panels) / cols))
+    fig = Figure(figsize=(4.6 * cols + 1.8, 3.8 * nrows), dpi=120, layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    styles = {m: "--" if i >= 10 else "-" for i, m in enumerate(methods)}
+    for ax, (bundle, protocol) in zip(axes, panels):
+        sizes = sorted(n for b, p, n in tables if (b, p) == (bundle, protocol))
+        for method in methods:
+            pts = [(n, tables[(bundle, protocol, n)].get(method)) for n in sizes]
+            pts = [(n, v["test_inverted_auroc"]) for n, v in pts if v and v["test_inverted_auroc"]["mean"] is not None]
+            if pts:
+                ax.errorbar([n for n, _ in pts], [m["mean"] for _, m in pts], yerr=[m["sd"] for _, m in pts],
+                            marker="o", ms=3, capsize=2, lw=1.2, color=colours[method], ls=styles[method],
+                            label=method)  # fmt: skip
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{bundle.upper()}, protocol {protocol}", fontsize=10)
+        ax.set_xlabel("training images")
+        ax.set_ylabel("test_inverted AUROC")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=8, title="method")
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fig.savefig(fh, format="png")
 
 
 def machine() -> str:
@@ -188,162 +420,132 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def fmt(m: dict) -> str:
-    return "n/a" if m["mean"] is None else f"{m['mean']:.3f} ± {m['std']:.3f}"
+def write_documents(args: argparse.Namespace, meta: dict, rows: list[dict]) -> None:
+    figure = args.json.parent / "benchmark.png"
+    if rows:
+        plot(figure, rows)
+        meta["figure"] = os.path.relpath(figure, args.markdown.parent)
+    atomic_write_json(args.json, {**meta, "runs": rows})
+    atomic_write_text(args.markdown, markdown(meta, rows))
+    print(f"wrote {args.markdown}, {args.json} ({len(rows)} runs)")
 
 
-def write_markdown(path: Path, result: dict) -> None:
-    lines = [
-        "# Benchmark: MIMM-X against the usual remedies",
-        "",
-        f"Produced by `{result['command']}` on {result['date']} ({result['machine']}; {result['jobs']} runs in "
-        f"parallel, {result['threads']} torch thread(s) each). Mean ± standard deviation over {result['seeds']} "
-        "seeds (a seed redraws the splits, the initialisation and the batch order).",
-        "",
-        "Columns: causal AUROC on test_id (training correlation rho 0.9), test_inverted (1 - rho) and test_balanced "
-        "(0.5); worst-group AUROC = the lowest AUROC within one factor value on test_balanced, over all factors; "
-        "leakage = cross-validated logistic-probe AUROC from the causal partition to each factor on test_balanced "
-        "(ideal 0.5); epoch time relative to ERM.",
-        "",
-        "Methods (all share data, network, epochs and model selection; `mimmx methods` prints their overrides):",
-        "",
-    ]
-    lines += [f"- **{m}**: {DESCRIPTIONS[m]}" for m in result["methods"]]
-    for cohort, table in result["cohorts"].items():
-        factors = list(next(iter(table.values()))["leakage_auc"]) if table else []
-        head = ["method", "test_id", "test_inverted", "test_balanced", "worst group"]
-        head += [f"leakage {f}" for f in factors] + ["epoch time vs ERM"]
-        lines += ["", f"## {cohort.upper()} ({COHORTS[cohort].name})", ""]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for method, v in table.items():
-            cells = [method, fmt(v["test_id_auc"]), fmt(v["test_inverted_auc"]), fmt(v["test_balanced_auc"])]
-            cells += [fmt(v["worst_group_auc"])] + [fmt(v["leakage_auc"][f]) for f in factors]
-            cells.append("n/a" if v["epoch_time_vs_erm"] is None else f"{v['epoch_time_vs_erm']:.2f}x")
-            lines.append("| " + " | ".join(cells) + " |")
-        checks = targets(table)
-        if checks:
-            lines += ["", "Targets:", ""] + [f"- {c}" for c in checks]
-    if result.get("figure"):
-        lines += [
-            "",
-            "## test_inverted AUROC at a glance",
-            "",
-            f"![test_inverted AUROC per method]({result['figure']})",
-        ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+# --- entry -------------------------------------------------------------------------------------------------------
 
 
-def plot(path: Path, cohorts: dict) -> None:
-    """Bars of test_inverted and test_balanced AUROC per method (mean ± std), one panel per cohort."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6 * len(cohorts), 4.2), dpi=120, layout="constrained")
-    axes = fig.subplots(1, len(cohorts), squeeze=False)[0]
-    for ax, (cohort, table) in zip(axes, cohorts.items()):
-        methods = list(table)
-        x = range(len(methods))
-        for offset, key, label in (
-            (-0.2, "test_inverted_auc", "test_inverted"),
-            (0.2, "test_balanced_auc", "test_balanced"),
-        ):
-            means = [table[m][key]["mean"] or 0.0 for m in methods]
-            stds = [table[m][key]["std"] or 0.0 for m in methods]
-            ax.bar([i + offset for i in x], means, 0.4, yerr=stds, capsize=3, label=label)
-        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
-        ax.set_xticks(list(x), methods, rotation=30, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("causal AUROC (mean ± std over seeds)")
-        ax.set_title(f"{cohort.upper()}: AUROC where the shortcut fails")
-        ax.legend(loc="upper left", fontsize=8)
-    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
-        fig.savefig(fh, format="png")
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohorts", default="cxr,mri")
+    parser.add_argument("--bundles", default="cxr,mri")
+    parser.add_argument("--protocols", default=None, help="default: cxr single,pair,all; mri pair,all")
+    parser.add_argument("--sizes", default="1600,6400", help="training-split sizes")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="runs in parallel")
     parser.add_argument("--work_dir", type=Path, default=ROOT / "runs" / "benchmark")
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "benchmark.json")
-    parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json exists (resume)")
-    parser.add_argument("--quick", action="store_true", help="CI check: small CXR cohort, 1 seed, erm vs mimmx")
+    parser.add_argument("--reuse", action="store_true", help="keep runs whose evaluations all exist (resume)")
+    parser.add_argument("--report_only", action="store_true", help="rebuild the documents from finished runs")
+    parser.add_argument("--quick", action="store_true", help="CXR, protocol pair, train 800, 15 epochs, erm vs mimmx")
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"), help="override")
     args = parser.parse_args()
 
-    extra: dict = {"bootstrap_samples": 0, "write_report": False, "posthoc_mi_steps": 300}
-    cohorts = [c.strip() for c in args.cohorts.split(",") if c.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bundles, methods, sizes = _csv(args.bundles), _csv(args.methods), [int(s) for s in _csv(args.sizes)]
+    protocols = {b: _csv(args.protocols or DEFAULT_PROTOCOLS.get(b, "all")) for b in bundles}
+    extra: dict[str, Any] = {"max_epochs": QUICK["max_epochs"]} if args.quick else {}
     if args.quick:
-        cohorts, methods, args.seeds = ["cxr"], ["erm", "mimmx"], 1
+        bundles, methods, sizes, args.seeds = ["cxr"], ["erm", "mimmx"], [QUICK["sizes"]["train"]], 1
+        protocols = {"cxr": [QUICK["protocol"]]}
         args.work_dir = args.work_dir.with_name("benchmark_quick")
-        extra.update(QUICK)
-        extra["dataset_dir"] = str(args.work_dir / "data")
     for key, value in args.set:
         extra[key] = value
-    unknown = [c for c in cohorts if c not in COHORTS] + [m for m in methods if m not in METHODS]
+    unknown = [b for b in bundles if b not in BUNDLES] + [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown cohort/method {unknown}; cohorts {list(COHORTS)}, methods {list(METHODS)}")
+        raise SystemExit(f"unknown bundle/method {unknown}; bundles {list(BUNDLES)}, methods {list(METHODS)}")
     if "erm" not in methods:
         methods.insert(0, "erm")  # the reference for epoch times
+    command = ("python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
+    meta: dict[str, Any] = {"command": command, "date": date.today().isoformat(), "machine": machine()}
+    meta.update({"jobs": args.jobs, "seeds": args.seeds, "methods": methods, "split_sizes": dict(EVAL_SIZES)})
+
+    if args.report_only:
+        rows = collect_rows(args.work_dir, protocols)
+        write_documents(args, meta, rows)
+        return
+
+    eval_sizes = QUICK["sizes"] if args.quick else split_sizes(max(sizes))
+    cohort_sizes = {}
+    for b in bundles:
+        from monai.bundle import ConfigParser
+
+        cfg = ConfigParser()
+        cfg.read_config(str(BUNDLES[b] / "configs" / "train.yaml"))
+        ladder = [dict(cfg["protocols"][p]) for p in protocols[b]] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
+        cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": max(sizes)}, KEEP[b])
+    common = {
+        "work_dir": args.work_dir,
+        "data_dirs": {b: str(args.work_dir / f"data_{b}") for b in bundles},
+        "cohort_sizes": cohort_sizes,
+        "extra": extra,
+    }
+    meta["cohort_sizes"] = cohort_sizes
+    specs = []
+    for b, n, seed in product(bundles, sizes, range(args.seeds)):
+        split = QUICK["sizes"] if args.quick else split_sizes(n)
+        for protocol in protocols[b]:
+            base = {"bundle": b, "protocol": protocol, "n_train": n, "seed": seed, "sizes": split}
+            specs += [{**base, "method": m} for m in methods if m != "oracle" or protocol == protocols[b][0]]
+    start = time.perf_counter()
+    prepared: dict[str, str] = {}
+    for spec in specs:  # data lists first, one at a time: parallel runs would race on them
+        oracle = spec["method"] == "oracle"
+        name = f"{spec['bundle']}/{datalist_name(spec['protocol'], spec['n_train'], spec['seed'], oracle)}"
+        if name not in prepared:
+            print(f"preparing {name} (cohort {cohort_sizes[spec['bundle']]} images)", flush=True)
+            prepared[name] = prepare_data(spec, common, oracle)
+        spec["smallest_group"] = smallest_group(prepared[name])
 
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    for cohort in cohorts:
-        for seed in range(args.seeds):
-            for oracle in sorted({m == "oracle" for m in methods}):
-                print(f"preparing {cohort} data (seed {seed}{', oracle' if oracle else ''})", flush=True)
-                prepare_data(COHORTS[cohort], seed, oracle, extra)
-
-    jobs = [(c, m, s) for c in cohorts for s in range(args.seeds) for m in methods]
-    runs = []
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(jobs), desc="benchmark runs") as bar:
-        futures = {pool.submit(run_one, c, m, s, args.work_dir, extra, env, args.reuse): (c, m, s) for c, m, s in jobs}
+    failed = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(specs), desc="benchmark runs") as bar:
+        futures = {pool.submit(run_one, s, common, env, args.reuse): s for s in specs}
         for future in as_completed(futures):
-            run = future.result()
-            runs.append(run)
+            spec = futures[future]
             bar.update(1)
-            bar.write(
-                f"{run['cohort']}/{run['method']}/seed{run['seed']}: inverted {run['test_inverted_auc']:.3f}, "
-                f"balanced {run['test_balanced_auc']:.3f}, {run['epoch_seconds']:.1f} s/epoch"
-            )
-
-    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = {
-        "command": command.strip(),
-        "date": date.today().isoformat(),
-        "machine": machine(),
-        "jobs": args.jobs,
-        "threads": threads,
-        "seeds": args.seeds,
-        "methods": methods,
-        "wall_minutes": round((time.perf_counter() - start) / 60, 1),
-        "cohorts": aggregate(runs, cohorts, methods),
-        "runs": sorted(runs, key=lambda r: (r["cohort"], methods.index(r["method"]), r["seed"])),
-    }
-    for cohort, table in result["cohorts"].items():
-        print(f"\n{cohort}:")
-        for method, v in table.items():
-            print(f"  {method:<12} inverted {fmt(v['test_inverted_auc'])}  balanced {fmt(v['test_balanced_auc'])}")
-        for line in targets(table):
-            print("  " + line)
-
+            try:
+                row = collect_row(future.result())
+            except Exception as e:  # one failed run must not lose the others: report it, go on
+                failed.append(str(e))
+                bar.write(f"FAILED {e}")
+                continue
+            if row:
+                bar.write(
+                    f"{row['bundle']}/{row['protocol']}/n{row['n_train']}/{row['method']}/seed{row['seed']}: "
+                    f"inverted {row['test_inverted_auroc']:.3f} (± {row['test_inverted_ci_halfwidth'] or 0:.3f}), "
+                    f"balanced {row['test_balanced_auroc']:.3f}, {row['epoch_seconds']:.1f} s/epoch"
+                )
+    meta["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
+    meta["planned"] = len(specs)
     if args.quick:
-        table = result["cohorts"]["cxr"]
-        erm, mimmx = table["erm"]["test_inverted_auc"]["mean"], table["mimmx"]["test_inverted_auc"]["mean"]
-        ok = mimmx is not None and erm is not None and mimmx > erm
-        print(f"\nquick check: MIMM-X test_inverted AUC {mimmx:.3f} vs ERM {erm:.3f} -> {'pass' if ok else 'FAIL'}")
-        raise SystemExit(0 if ok else 1)
-
-    figure = args.json.parent / "benchmark.png"
-    plot(figure, result["cohorts"])
-    result["figure"] = os.path.relpath(figure, args.markdown.parent)
-    atomic_write_json(args.json, result)
-    write_markdown(args.markdown, result)
-    print(f"\nwrote {args.markdown} and {args.json} in {result['wall_minutes']} min")
+        rows = collect_rows(args.work_dir, protocols)
+        print(f"\nquick measurement ({meta['wall_minutes']} min; not a test):")
+        for r in rows:
+            print(
+                f"  {r['method']:<8} test_id {r['test_id_auroc']:.3f}  test_inverted {r['test_inverted_auroc']:.3f} "
+                f"(95% CI ± {r['test_inverted_ci_halfwidth'] or 0:.3f})  test_balanced {r['test_balanced_auroc']:.3f}"
+                f"  decision leakage {json.dumps({k: round(v, 3) for k, v in r['decision_leakage'].items()})}"
+            )
+        raise SystemExit(0)
+    rows = collect_rows(args.work_dir, protocols)
+    write_documents(args, meta, rows)
+    if failed:
+        print(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""scripts/benchmark.py: rows from run folders, aggregation over seeds, the Markdown tables and the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(inverted: float, leak: float) -> dict:
+    return {
+        "test_id_auroc": 0.95,
+        "test_inverted_auroc": inverted,
+        "test_balanced_auroc": 0.7,
+        "worst_group_auroc": 0.6,
+        "decision_leakage": {"sex": leak, "age": 0.5},
+        "leakage_auc": {"sex": 0.8, "age": 0.55},
+        "test_inverted_auroc_ci_halfwidth": 0.025,
+    }
+
+
+def _fake_run(work: Path, bundle: str, protocol: str, method: str, seed: int, inverted: float, seconds: float):
+    out = work / bundle / ("any" if method == "oracle" else protocol) / "n1600" / method / f"seed{seed}"
+    (out / "eval").mkdir(parents=True)
+    spec = {"bundle": bundle, "protocol": protocol, "n_train": 1600, "method": method, "seed": seed}
+    (out / "run.json").write_text(json.dumps({**spec, "smallest_group": 3 + seed}))
+    for sel in ("model", "last_epoch", "balanced_val_selection"):
+        value = inverted if sel == "model" else inverted - 0.1
+        (out / "eval" / f"metrics_{sel}.json").write_text(json.dumps({"summary": _summary(value, 0.6 + seed / 10)}))
+    history = [{"epoch": 1, "epoch_seconds": 99.0}, {"epoch": 2, "epoch_seconds": seconds}]
+    (out / "eval" / "history.json").write_text(json.dumps(history))
+    return out
+
+
+def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) -> None:
+    work = tmp_path / "runs"
+    _fake_run(work, "cxr", "pair", "erm", 0, 0.2, 1.0)
+    _fake_run(work, "cxr", "pair", "erm", 1, 0.4, 1.0)
+    _fake_run(work, "cxr", "pair", "mimmx", 0, 0.5, 2.0)
+    _fake_run(work, "cxr", "any", "oracle", 0, 0.9, 1.5)
+    unfinished = _fake_run(work, "cxr", "pair", "dcor", 0, 0.5, 1.0)
+    (unfinished / "eval" / "metrics_last_epoch.json").unlink()  # still running: left out
+
+    rows = bench.collect_rows(work, {"cxr": ["single", "pair"]})
+    assert sorted((r["protocol"], r["method"], r["seed"]) for r in rows) == [
+        ("pair", "erm", 0), ("pair", "erm", 1), ("pair", "mimmx", 0), ("pair", "oracle", 0), ("single", "oracle", 0)
+    ]  # fmt: skip
+    mimmx = next(r for r in rows if r["method"] == "mimmx")
+    assert mimmx["epoch_time_vs_erm"] == pytest.approx(2.0)  # the first (warm-up) epoch is left out
+    assert mimmx["last_epoch"]["test_inverted_auroc"] == pytest.approx(0.4)
+    assert mimmx["decision_leakage"] == {"sex": 0.6, "age": 0.5} and mimmx["smallest_group"] == 3
+
+    tables = bench.aggregate(rows)
+    erm = tables[("cxr", "pair", 1600)]["erm"]
+    assert erm["seeds"] == 2
+    assert erm["test_inverted_auroc"]["mean"] == pytest.approx(0.3)
+    assert erm["test_inverted_auroc"]["sd"] == pytest.approx(0.1414, abs=1e-3)
+    assert erm["decision_leakage"]["sex"]["mean"] == pytest.approx(0.65)
+    assert erm["smallest_group"] == 3
+    assert list(tables[("cxr", "pair", 1600)]) == ["erm", "mimmx", "oracle"]  # METHODS order
+
+    text = bench.markdown({"command": "python scripts/benchmark.py --x", "planned": 9}, rows)
+    assert "## CXR, protocol `pair`, train 1600" in text and "## CXR, protocol `single`, train 1600" in text
+    assert "| erm | 2 | 0.950 ± 0.000 | 0.300 ± 0.141 |" in text
+    assert "| mimmx | 1 | 0.950 | 0.500 | 0.025 |" in text
+    assert "decision sex" in text and "probe age" in text and "partial" in text
+    assert "Smallest target x factor group of the training split: 3 images" in text
+
+    figure = tmp_path / "benchmark.png"
+    bench.plot(figure, rows)
+    assert figure.stat().st_size > 1000
+
+
+def test_cohort_size_covers_the_scarcest_bucket(bench) -> None:
+    sizes = bench.split_sizes(1600)
+    ladder = [{"a": 0.9, "b": 0.9}]
+    n = bench.cohort_size(ladder, sizes, keep=1.0)
+    # the scarcest supply is a bucket with both factors against the target: share 0.5 * 0.38^2 of the cohort;
+    # test_inverted alone asks it for 1500 * 0.5 * 0.81
+    assert n * 0.5 * 0.38**2 >= 1500 * 0.5 * 0.81
+    assert bench.cohort_size(ladder, bench.split_sizes(6400), keep=1.0) > n
+    assert bench.cohort_size(ladder + [{"a": 0.5, "b": 0.5}], sizes, keep=0.5) >= 2 * n - 100
