@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 from mimmx.data import datalist_base_dir
 from mimmx.engines import MIMMXTrainer
 from mimmx.evaluation import collect_outputs
+from mimmx.losses import HeadCrossEntropy, PairwiseMITerm
 from mimmx.mi import PairwiseMI
 from mimmx.networks import MIMMXNet
 
@@ -60,18 +61,9 @@ def run_setting(parser: ConfigParser, data: dict, factors: list, setting: dict, 
     lr = s.pop("learning_rate", parser["learning_rate"])
     epochs = s.pop("max_epochs", parser["max_epochs"])
     loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True)
-    trainer = MIMMXTrainer(
-        "cpu",
-        epochs,
-        loader,
-        net,
-        torch.optim.Adam(net.parameters(), lr=lr),
-        factors,
-        mi_estimator=mi,
-        critic_optimizer=torch.optim.Adam(mi.parameters(), lr=1e-3) if mi.has_critic else None,
-        mi_lambda=s.pop("mi_lambda", 0.5),
-        **s,
-    )
+    mi_term = PairwiseMITerm(mi, mi_lambda=s.pop("mi_lambda", 0.5), factors=factors, **s)
+    loss_terms = [HeadCrossEntropy(factors), mi_term]
+    trainer = MIMMXTrainer("cpu", epochs, loader, net, torch.optim.Adam(net.parameters(), lr=lr), factors, loss_terms)
     start = time.perf_counter()
     trainer.run()
     out = {"setting": setting, "seconds": round(time.perf_counter() - start)}

@@ -1,4 +1,4 @@
-"""Baselines as trainer options: group ids, balanced sampler, GroupDRO weights, gradient reversal, balanced MI."""
+"""Baselines as loss terms and data options: group ids, balanced sampler, GroupDRO, gradient reversal, balanced MI."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from mimmx.baselines import FactorAdversary, GradientReversal, GroupDRO, group_b
 from mimmx.engines import MIMMXTrainer
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import parse_factors
+from mimmx.losses import FactorAdversaryTerm, GroupDROCrossEntropy, HeadCrossEntropy
 from mimmx.methods import METHODS, method_arguments
 from mimmx.mi import PairwiseMI
 from mimmx.networks import MIMMXNet
@@ -45,8 +46,10 @@ def test_group_dro_upweights_the_worst_group():
     # weighted over the present groups only: q0*0.1 + q3*2 over q0 + q3
     expected = (dro.q[0] * 0.1 + dro.q[3] * 2.0) / (dro.q[0] + dro.q[3])
     assert torch.isclose(loss, expected)
-    with pytest.raises(ConfigError, match="group_dro_eta"):
+    with pytest.raises(ConfigError, match="eta"):
         GroupDRO(4, eta=0.0)
+    with pytest.raises(ConfigError, match=r"loss#group_dro#eta must be > 0"):
+        GroupDROCrossEntropy(2, FACTORS, eta=0.0)
 
 
 def test_gradient_reversal_flips_the_gradient():
@@ -58,40 +61,33 @@ def test_gradient_reversal_flips_the_gradient():
     assert out["sex"].shape == (5, 2) and out["age"].shape == (5, 3)
 
 
-def _trainer(**kwargs) -> MIMMXTrainer:
+def _trainer(terms) -> MIMMXTrainer:
     torch.manual_seed(0)
-    factors = FACTORS[:1]
-    net = MIMMXNet(2, 1, 2, factors, partition_dim=4, backbone_kwargs={"channels": (4, 8), "strides": (2, 2)})
+    net = MIMMXNet(2, 1, 2, FACTORS[:1], partition_dim=4, backbone_kwargs={"channels": (4, 8), "strides": (2, 2)})
     items = [{"image": torch.rand(1, 16, 16) + (i % 2), "label": i % 2, "sex": (i // 2) % 2} for i in range(16)]
     return MIMMXTrainer(
-        "cpu",
-        2,
-        DataLoader(items, batch_size=8),
-        net,
-        torch.optim.Adam(net.parameters(), lr=1e-3),
-        factors,
-        mi_lambda=0,
-        **kwargs,
+        "cpu", 2, DataLoader(items, batch_size=8), net, torch.optim.Adam(net.parameters(), lr=1e-3), FACTORS[:1], terms
     )
 
 
-def test_trainer_group_dro_and_adversary_options():
-    trainer = _trainer(group_dro_eta=0.5)
+def test_trainer_group_dro_and_adversary_terms():
+    trainer = _trainer([GroupDROCrossEntropy(2, FACTORS[:1], eta=0.5)])
     trainer.run()
     out = trainer.state.output[0]
-    assert "dro_causal" in out
-    q = trainer.baseline_modules["group_dro"].q
+    assert "dro_causal" in out and "ce_sex" in out
+    q = trainer.objective["group_dro"].dro.q
     assert q.numel() == 4 and torch.isclose(q.sum(), torch.tensor(1.0)) and not torch.allclose(q, q[0])
+    assert "group_dro.dro.q" in trainer.objective.state_dict()  # saved in checkpoints
 
-    trainer = _trainer(adversary_lambda=1.0)
-    adversary = trainer.baseline_modules["adversary"]
+    trainer = _trainer([HeadCrossEntropy(), FactorAdversaryTerm(4, FACTORS[:1])])
+    adversary = trainer.objective["adversary"].adversary
     before = [p.detach().clone() for p in adversary.parameters()]
     trainer.run()
     assert "adv_sex" in trainer.state.output[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, adversary.parameters())), "adversary did not train"
-    assert any(k.startswith("adversary.") for k in trainer.baseline_modules.state_dict())  # saved in checkpoints
+    assert any(k.startswith("adversary.adversary.") for k in trainer.objective.state_dict())  # saved in checkpoints
     with pytest.raises(ConfigError, match="must be >= 0"):
-        _trainer(adversary_lambda=-1.0)
+        FactorAdversaryTerm(4, FACTORS[:1], weight=-1.0)
 
 
 def test_balanced_mi_resamples_label_pairs_equally():
@@ -121,7 +117,16 @@ def test_balanced_mi_removes_the_target_floor():
 
 
 def test_every_method_is_a_set_of_overrides():
-    assert list(METHODS) == ["erm", "resample", "groupdro", "adversarial", "dcor", "mimm_single", "mimmx", "oracle"]
-    assert method_arguments("groupdro") == ["--mi_lambda", "0", "--train#trainer#group_dro_eta", "0.1"]
+    shipped = "erm resample groupdro adversarial cond_adversarial dcor mimm_single mimmx oracle".split()
+    assert [m for m in METHODS if m in shipped] == shipped
+    assert method_arguments("groupdro") == ["--loss_terms", "$[@loss#group_dro]"]
+    assert method_arguments("cond_adversarial") == [
+        "--loss_terms",
+        "$[@loss#head_ce, @loss#adversary]",
+        "--loss#adversary#conditional",
+        "True",
+        "--loss#adversary#adversary_steps",
+        "5",
+    ]
     with pytest.raises(KeyError, match="unknown method"):
         method_arguments("magic")

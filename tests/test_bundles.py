@@ -107,7 +107,9 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
     assert (root / "eval" / "figures" / "roc.png").is_file()
 
 
-@pytest.mark.parametrize("method", ["resample", "groupdro", "adversarial", "dcor", "mimm_single", "oracle"])
+@pytest.mark.parametrize(
+    "method", ["resample", "groupdro", "adversarial", "cond_adversarial", "dcor", "mimm_single", "oracle"]
+)
 def test_every_baseline_trains_through_the_bundle(method, tmp_path):
     overrides = method_overrides(method)
     run("training", bundle_root=str(tmp_path), config_file=_configs("cxr")["train"], **SMALL["cxr"], **overrides)
@@ -115,11 +117,14 @@ def test_every_baseline_trains_through_the_bundle(method, tmp_path):
     heads = {k.split(".")[1] for k in state if k.startswith("heads.")}
     assert heads == ({"causal", "sex"} if method == "mimm_single" else {"causal"} | FACTORS["cxr"])
     checkpoint = next((tmp_path / "models").glob("training_checkpoint_epoch=1.pt"))
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["baselines"]
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["objective"]
     if method == "groupdro":
-        assert "group_dro.q" in saved
-    if method == "adversarial":
-        assert any(k.startswith("adversary.") for k in saved)
+        assert "group_dro.dro.q" in saved and not any(k.startswith("head_ce") for k in saved)
+    if method in ("adversarial", "cond_adversarial"):
+        first_layer = saved["adversary.adversary.heads.sex.0.weight"]
+        assert first_layer.shape[1] == (32 + 2 if method == "cond_adversarial" else 32)
+    if method == "cond_adversarial":
+        assert saved["adversary._extra_state"]["optimizer"]["state"], "the extra adversary steps ran"
 
 
 def test_inference_writes_one_prediction_per_image(trained):
@@ -160,6 +165,9 @@ def test_resume_from_training_checkpoint(trained):
     run("training", bundle_root=str(root), config_file=_configs(name)["train"], **overrides)
     history = json.loads((root / "eval" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [2], "a resumed run continues at epoch 2"
+    objective = torch.load(ckpt, map_location="cpu", weights_only=True)["objective"]
+    assert objective["mi._extra_state"]["critic_optimizer"]["state"], "critics' optimiser state is checkpointed"
+    assert any(k.startswith("mi.estimator.") for k in objective)
 
 
 @pytest.mark.parametrize("name", ["cxr", "mri"])

@@ -120,7 +120,7 @@ class GroupDRO(nn.Module):
         if n_groups < 1:
             raise ConfigError(f"GroupDRO needs at least one group, got {n_groups}.")
         if eta <= 0:
-            raise ConfigError(f"train#trainer#group_dro_eta must be > 0 to use GroupDRO, got {eta}.")
+            raise ConfigError(f"GroupDRO eta (loss#group_dro#eta) must be > 0, got {eta}.")
         self.eta = float(eta)
         self.register_buffer("q", torch.full((n_groups,), 1.0 / n_groups))
 

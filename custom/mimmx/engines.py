@@ -1,11 +1,12 @@
-"""MIMMXTrainer: MONAI's SupervisedTrainer with MIMM-X's alternating critic and encoder steps.
+"""MIMMXTrainer: MONAI's SupervisedTrainer whose loss is a configured list of terms (:mod:`mimmx.losses`).
 
-Each iteration: one forward pass of the encoder; ``critic_steps`` updates of the MI critics on the detached
-partitions; one encoder step on the weighted cross-entropy of every head plus ``mi_lambda`` times the
-(adaptively scaled, per-pair weighted) MI between partitions. With ``mi_lambda = 0`` it is plain ERM with the
-same network, data and budget (the heads of the spurious partitions still train, which costs nothing
-measurable and keeps the comparison one switch apart). ``group_dro_eta`` and ``adversary_lambda`` turn it into
-the GroupDRO and gradient-reversal baselines of :mod:`mimmx.baselines` (see :mod:`mimmx.methods`).
+Each iteration: one forward pass of the encoder and every head; each term's ``critic_update`` (inner steps of MI
+critics or adversaries on detached features); then the terms' contributions in order, summed into one encoder
+loss. ``ctx.task_loss`` is the running sum of the task (CE-type) terms, so a regulariser listed after them can scale
+itself against it (MIMM-X's adaptive MI scale). A method is a list of terms: ERM is ``[head_ce]``, MIMM-X
+``[head_ce, mi]``, GroupDRO ``[group_dro]``, the adversarial baseline ``[head_ce, adversary]`` (see
+:mod:`mimmx.methods`). All term state (critics and their optimisers, pair-weight EMA, GroupDRO q, adversaries,
+queues) lives in ``trainer.objective``, which the bundle's resumable checkpoint saves.
 """
 
 from __future__ import annotations
@@ -19,37 +20,30 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
-from mimmx.baselines import FactorAdversary, GroupDRO, group_index, num_groups
 from mimmx.errors import ConfigError, TrainingError
 from mimmx.factors import FactorSpec, parse_factors
-from mimmx.mi import PairwiseMI
+from mimmx.losses import LossTerm, StepContext
 from mimmx.networks import CAUSAL, MIMMXNet
-from mimmx.objective import DynamicPairWeights, adaptive_mi_scale
 
 __all__ = ["MIMMXTrainer"]
 
 
 class MIMMXTrainer(SupervisedTrainer):
-    """Alternating MI-critic / encoder optimisation inside MONAI's Ignite workflow.
+    """Sum of configured loss terms inside MONAI's Ignite workflow.
 
     Args:
         network: a :class:`mimmx.networks.MIMMXNet`.
-        factors: the bundle's ``factors`` list; each factor's ``key`` is read from the batch.
-        mi_estimator: a :class:`mimmx.mi.PairwiseMI` over ``network.partition_dims`` (None only with mi_lambda 0).
-        critic_optimizer: optimiser of the critics' parameters (None for parameter-free estimators).
-        mi_lambda: weight of the MI term; 0 turns MIMM-X into the plain baseline.
-        critic_steps: critic updates per encoder step.
-        adaptive_scale: rescale the MI gradient to at most the CE gradient's norm.
-        weight_power: exponent of the dynamic per-pair weights (0 keeps the configured weights).
-        weight_momentum: EMA momentum of the pair MIs that drive the dynamic weights.
-        causal_weight: CE weight of the causal head (factors use their configured ``weight``).
-        mi_warmup_epochs: epochs of CE only before the MI term switches on (critics still train).
-        group_dro_eta: > 0 replaces the causal CE by GroupDRO's worst-group weighted CE over target x factor groups.
-        adversary_lambda: > 0 adds a gradient-reversal adversary per factor on the causal partition (its
-            parameters join ``optimizer``); the weight is the reversed gradient's scale.
-        adversary_hidden: hidden width of each adversary.
+        optimizer: the encoder's optimiser; terms' ``encoder_side_parameters`` join it as extra parameter groups.
+        factors: the model's factors; each factor's ``key`` is read from the batch.
+        loss_terms: the terms of the objective, summed in order (task terms first, so that later terms can scale
+            against ``ctx.task_loss``).
         target_key: batch key of the causal label.
+        loss_terms_id: config id of ``loss_terms`` used in error messages.
         kwargs: passed to SupervisedTrainer (handlers, postprocessing, key_train_metric, ...).
+
+    Raises:
+        ConfigError: a term is not a LossTerm, two terms share a name, no term is a task term, or a term does not fit
+            the network or factors (the message names ``loss_terms[i]``).
     """
 
     def __init__(
@@ -60,19 +54,9 @@ class MIMMXTrainer(SupervisedTrainer):
         network: MIMMXNet,
         optimizer: torch.optim.Optimizer,
         factors: Sequence[Mapping[str, Any] | FactorSpec],
-        mi_estimator: PairwiseMI | None = None,
-        critic_optimizer: torch.optim.Optimizer | None = None,
-        mi_lambda: float = 0.5,
-        critic_steps: int = 1,
-        adaptive_scale: bool = True,
-        weight_power: float = 1.0,
-        weight_momentum: float = 0.9,
-        causal_weight: float = 1.0,
-        mi_warmup_epochs: int = 0,
-        group_dro_eta: float = 0.0,
-        adversary_lambda: float = 0.0,
-        adversary_hidden: int = 32,
+        loss_terms: Sequence[LossTerm],
         target_key: str = Keys.LABEL,
+        loss_terms_id: str = "loss_terms",
         loss_function: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
@@ -91,48 +75,31 @@ class MIMMXTrainer(SupervisedTrainer):
                 "train#trainer#factors must be the factors the network was built with "
                 f"({getattr(network, 'factor_names', None)}), got {[f.name for f in self.factors]}."
             )
-        if mi_lambda < 0:
-            raise ConfigError(f"train#trainer#mi_lambda must be >= 0, got {mi_lambda}.")
-        if critic_steps < 0:
-            raise ConfigError(f"train#trainer#critic_steps must be >= 0, got {critic_steps}.")
-        if mi_lambda > 0 and mi_estimator is None:
-            raise ConfigError("train#trainer#mi_estimator is required when mi_lambda > 0.")
-        if mi_estimator is not None and mi_estimator.has_critic and critic_optimizer is None:
-            raise ConfigError("train#trainer#critic_optimizer is required by a critic-based MI estimator.")
-        if group_dro_eta < 0 or adversary_lambda < 0:
-            raise ConfigError(
-                "train#trainer#group_dro_eta and train#trainer#adversary_lambda must be >= 0, "
-                f"got {group_dro_eta} and {adversary_lambda}."
-            )
-        self.mi_estimator = mi_estimator
-        self.critic_optimizer = critic_optimizer
-        self.mi_lambda = float(mi_lambda)
-        self.critic_steps = int(critic_steps)
-        self.adaptive_scale = bool(adaptive_scale)
-        self.mi_warmup_epochs = int(mi_warmup_epochs)
         self.target_key = target_key
-        self.head_weights = {CAUSAL: float(causal_weight), **{f.name: f.weight for f in self.factors}}
-        self.pair_weights = (
-            DynamicPairWeights(
-                mi_estimator.pair_names,
-                {f.name: f.weight for f in self.factors},
-                momentum=weight_momentum,
-                power=weight_power,
-            )
-            if mi_estimator is not None
-            else None
-        )
+        self.objective = self._build_objective(loss_terms, loss_terms_id).to(device)
+        for term in self.objective.values():
+            params = list(term.encoder_side_parameters())
+            if params:
+                optimizer.add_param_group({"params": params})
 
-        # baseline state lives in one module so the resumable checkpoint can hold it (empty for MIMM-X and ERM)
-        self.baseline_modules = nn.ModuleDict()
-        if group_dro_eta > 0:
-            self.baseline_modules["group_dro"] = GroupDRO(num_groups(network.num_classes, self.factors), group_dro_eta)
-        self.adversary_lambda = float(adversary_lambda)
-        if adversary_lambda > 0:
-            adversary = FactorAdversary(network.partition_dim, self.factors, hidden=adversary_hidden)
-            self.baseline_modules["adversary"] = adversary
-            optimizer.add_param_group({"params": list(adversary.parameters())})
-        self.baseline_modules.to(device)
+    def _build_objective(self, loss_terms: Sequence[LossTerm], config_id: str) -> nn.ModuleDict:
+        if isinstance(loss_terms, (LossTerm, str, Mapping)) or not isinstance(loss_terms, Sequence) or not loss_terms:
+            raise ConfigError(f"{config_id}: expected a non-empty list of mimmx.losses terms, got {loss_terms!r}.")
+        objective = nn.ModuleDict()
+        for i, term in enumerate(loss_terms):
+            term_id = f"{config_id}[{i}]"
+            if not isinstance(term, LossTerm):
+                raise ConfigError(f"{term_id}: expected a mimmx.losses.LossTerm, got {type(term).__name__} ({term!r}).")
+            if term.name in objective:
+                raise ConfigError(f"{term_id}: a second term named {term.name!r}; each term may appear once.")
+            term.check(self.network, self.factors, term_id)
+            objective[term.name] = term
+        if not any(term.is_task_loss for term in objective.values()):
+            raise ConfigError(
+                f"{config_id}: no task term among {list(objective)}; add mimmx.losses.HeadCrossEntropy or "
+                "GroupDROCrossEntropy."
+            )
+        return objective
 
     def _labels(self, batchdata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         keys = {CAUSAL: self.target_key, **{f.name: f.key for f in self.factors}}
@@ -144,17 +111,6 @@ class MIMMXTrainer(SupervisedTrainer):
             out[name] = value.view(-1).long().to(self.state.device, non_blocking=self.non_blocking)
         return out
 
-    def _train_critics(self, parts: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor]) -> float:
-        if self.mi_estimator is None or not self.mi_estimator.has_critic or self.critic_steps == 0:
-            return 0.0
-        loss = torch.zeros(())
-        for _ in range(self.critic_steps):
-            self.critic_optimizer.zero_grad(set_to_none=True)
-            loss = self.mi_estimator.critic_loss(parts, condition=labels[CAUSAL], labels=labels)  # detaches itself
-            loss.backward()
-            self.critic_optimizer.step()
-        return float(loss.detach())
-
     def _iteration(self, engine: MIMMXTrainer, batchdata: dict[str, Any]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -163,6 +119,7 @@ class MIMMXTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: labels[CAUSAL]}
 
         engine.network.train()
+        engine.objective.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         features = engine.network.features(inputs)
         parts = engine.network.split(features)
@@ -170,41 +127,29 @@ class MIMMXTrainer(SupervisedTrainer):
         engine.state.output[Keys.PRED] = logits[CAUSAL]
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
-        ce = {name: engine.loss_function(logits[name], labels[name]).mean() for name in logits}
-        stats: dict[str, float] = {f"ce_{name}": float(v.detach()) for name, v in ce.items()}
-        if "group_dro" in engine.baseline_modules:
-            per_sample = nn.functional.cross_entropy(logits[CAUSAL], labels[CAUSAL], reduction="none")
-            groups = group_index(labels[CAUSAL], [labels[f.name] for f in engine.factors], engine.factors)
-            ce[CAUSAL] = engine.baseline_modules["group_dro"](per_sample, groups)
-            stats["dro_causal"] = float(ce[CAUSAL].detach())
-        ce_total = sum(engine.head_weights[name] * ce[name] for name in ce)
+        ctx = StepContext(
+            network=engine.network,
+            features=features,
+            parts=parts,
+            logits=logits,
+            labels=labels,
+            factors=engine.factors,
+            epoch=engine.state.epoch,
+            iteration=engine.state.iteration,
+            device=torch.device(engine.state.device),
+        )
+        stats: dict[str, float] = {}
+        for term in engine.objective.values():
+            stats.update(term.critic_update(ctx))
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)  # inner steps leave nothing behind
 
-        loss = ce_total
-        if "adversary" in engine.baseline_modules:
-            adv_logits = engine.baseline_modules["adversary"](parts[CAUSAL])
-            adv_ce = {n: nn.functional.cross_entropy(v, labels[n]) for n, v in adv_logits.items()}
-            stats.update({f"adv_{n}": float(v.detach()) for n, v in adv_ce.items()})
-            loss = loss + engine.adversary_lambda * sum(adv_ce.values())
-        if engine.mi_estimator is not None and engine.mi_lambda > 0:
-            engine.mi_estimator.train()
-            stats["critic_loss"] = engine._train_critics(parts, labels)
-            mi_on = engine.state.epoch > engine.mi_warmup_epochs
-            with torch.set_grad_enabled(mi_on):
-                mi_input = parts if mi_on else {k: v.detach() for k, v in parts.items()}
-                mi_pairs = engine.mi_estimator(mi_input, condition=labels[CAUSAL], labels=labels)
-            engine.pair_weights.update(mi_pairs)
-            weights = engine.pair_weights.weights().to(features.device)
-            mi_stack = torch.stack([mi_pairs[p] for p in engine.mi_estimator.pair_names])
-            mi_total = (weights * mi_stack).sum() / weights.sum()
-            scale = torch.ones(())
-            if mi_on:
-                if engine.adaptive_scale:
-                    scale = adaptive_mi_scale(ce_total, mi_total, features)
-                loss = ce_total + engine.mi_lambda * scale * mi_total
-            stats.update({f"mi_{p}": float(v.detach()) for p, v in mi_pairs.items()})
-            stats.update({f"weight_{p}": float(w) for p, w in zip(engine.mi_estimator.pair_names, weights)})
-            stats["mi_total"] = float(mi_total.detach())
-            stats["mi_scale"] = float(scale)
+        loss = features.new_zeros(())
+        for term in engine.objective.values():
+            contribution, term_stats = term(ctx)
+            stats.update(term_stats)
+            loss = loss + contribution
+            if term.is_task_loss:
+                ctx.task_loss = contribution if ctx.task_loss is None else ctx.task_loss + contribution
 
         if not torch.isfinite(loss):
             raise TrainingError(

@@ -1,0 +1,100 @@
+"""The interface every training-objective term implements, and the per-iteration context the trainer hands it.
+
+A method is a list of terms (:mod:`mimmx.methods`); :class:`mimmx.engines.MIMMXTrainer` sums their contributions.
+A term is an ``nn.Module`` so that everything it must carry across a resume (critics, their optimisers, running
+averages, group weights, feature queues) is part of its ``state_dict``; the trainer exposes all terms as
+``trainer.objective`` and the bundle checkpoints that one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mimmx.factors import FactorSpec
+
+__all__ = ["StepContext", "LossTerm", "optimizer_state", "load_optimizer_state"]
+
+
+@dataclass
+class StepContext:
+    """What one training iteration knows, shared by every term.
+
+    Attributes:
+        network: the :class:`mimmx.networks.MIMMXNet` being trained.
+        features: (B, D) shared feature tensor, all partitions side by side (with grad).
+        parts: partition name -> (B, d) view of ``features``.
+        logits: head name -> (B, C) logits of that head.
+        labels: name -> (B,) long labels; ``"causal"`` is the target, each factor name its factor's label.
+        factors: the model's factors (order of the network's partitions).
+        epoch: current epoch (1-based, as Ignite counts).
+        iteration: global iteration (1-based).
+        task_loss: running sum of the contributions of the task terms evaluated so far (``is_task_loss``); the
+            reference that adaptive scaling compares a regulariser's gradient with.
+        device: where the batch lives.
+    """
+
+    network: nn.Module
+    features: Tensor
+    parts: dict[str, Tensor]
+    logits: dict[str, Tensor]
+    labels: dict[str, Tensor]
+    factors: list[FactorSpec]
+    epoch: int = 1
+    iteration: int = 1
+    task_loss: Tensor | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class LossTerm(nn.Module):
+    """One additive term of the encoder objective.
+
+    Subclasses implement :meth:`forward`; optional hooks:
+
+    * :meth:`critic_update` runs before the encoder loss, for inner updates of the term's own networks (MI critics,
+      adversaries) on detached features with the term's own optimiser. It must not leave gradients on the encoder.
+    * :meth:`encoder_side_parameters` returns parameters that the trainer adds to the main optimiser as one more
+      parameter group, so they train in the same step as the encoder (the gradient-reversal adversary).
+    * :meth:`check` validates the term against the network and factors when the trainer is built, raising
+      :class:`mimmx.errors.ConfigError` that names ``config_id``.
+
+    Anything to checkpoint goes into the module's state: parameters, buffers, and for non-tensor state (an
+    optimiser's, an EMA) :meth:`get_extra_state` / :meth:`set_extra_state`.
+
+    Attributes:
+        name: key of the term in ``trainer.objective`` and in its checkpoint.
+        is_task_loss: True for terms that fit the target (CE-type); their sum is ``ctx.task_loss``.
+    """
+
+    name: str = "term"
+    is_task_loss: bool = False
+
+    def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover - abstract
+        """The term's weighted contribution to the encoder loss (scalar tensor) and its stats for logging."""
+        raise NotImplementedError
+
+    def critic_update(self, ctx: StepContext) -> dict[str, float]:
+        """Inner updates before the encoder loss (default: none). Returns stats for logging."""
+        return {}
+
+    def encoder_side_parameters(self) -> list[nn.Parameter]:
+        """Parameters the main optimiser trains together with the encoder (default: none)."""
+        return []
+
+    def check(self, network: nn.Module, factors: Sequence[FactorSpec], config_id: str) -> None:
+        """Raise ConfigError (naming ``config_id``) if the term does not fit the network or factors."""
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
+    """An optimiser's state for a term's extra state (None when the term has none)."""
+    return None if optimizer is None else optimizer.state_dict()
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer | None, state: Mapping[str, Any] | None) -> None:
+    """Restore what :func:`optimizer_state` saved (nothing to do when either side has no optimiser)."""
+    if optimizer is not None and state is not None:
+        optimizer.load_state_dict(state)
