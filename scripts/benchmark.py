@@ -26,6 +26,7 @@ under the same number of parallel jobs and threads.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -67,8 +68,9 @@ SELECTIONS = {"model": "model.pt", "last_epoch": "model_last.pt", "balanced_val_
 # --- what to run -------------------------------------------------------------------------------------------------
 
 
-def split_sizes(n_train: int) -> dict[str, int]:
-    return {"train": int(n_train), **EVAL_SIZES}
+def split_sizes(n_train: int, val: int = EVAL_SIZES["val"], test: int = EVAL_SIZES["test_id"]) -> dict[str, int]:
+    return {"train": int(n_train), "val": int(val), "test_id": int(test), "test_inverted": int(test),
+            "test_balanced": int(test)}  # fmt: skip
 
 
 def cohort_size(factor_rhos: Sequence[Mapping[str, float]], sizes: Mapping[str, int], keep: float) -> int:
@@ -299,6 +301,11 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]
     return tables
 
 
+def split_sizes_of(meta: Mapping[str, Any]) -> dict[str, int]:
+    sizes = meta.get("split_sizes") or split_sizes(0)
+    return {k: v for k, v in sizes.items() if k != "train"}
+
+
 def fmt(m: Mapping[str, Any], digits: int = 3) -> str:
     if m["mean"] is None:
         return "n/a"
@@ -317,7 +324,8 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         f"{' (partial: more were planned)' if meta.get('planned') and meta['planned'] > len(rows) else ''}. "
         "Cells: mean ± sd over seeds (a seed redraws the splits, the initialisation and the batch order).",
         "",
-        f"Splits: train as in each heading; {', '.join(f'{k} {v}' for k, v in EVAL_SIZES.items())}. Protocols: the "
+        f"Splits: train as in each heading; {', '.join(f'{k} {v}' for k, v in split_sizes_of(meta).items())}. "
+        "Protocols: the "
         "bundle's `protocols` ladder (`single`: one factor at rho 0.9, the others at 0.5; `pair`: two; `all`: every "
         "factor at 0.9). Synthetic cohorts: "
         + ", ".join(f"{b} {n} images" for b, n in (meta.get("cohort_sizes") or {}).items())
@@ -444,6 +452,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1600,6400", help="training-split sizes")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--val_size", type=int, default=EVAL_SIZES["val"])
+    parser.add_argument("--test_size", type=int, default=EVAL_SIZES["test_id"], help="each of the three test splits")
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="runs in parallel")
     parser.add_argument("--work_dir", type=Path, default=ROOT / "runs" / "benchmark")
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -462,7 +472,10 @@ def main() -> None:
         protocols = {"cxr": [QUICK["protocol"]]}
         args.work_dir = args.work_dir.with_name("benchmark_quick")
     for key, value in args.set:
-        extra[key] = value
+        try:  # the data preparation sets ids directly, so literals are parsed here as fire parses them for the runs
+            extra[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            extra[key] = value
     unknown = [b for b in bundles if b not in BUNDLES] + [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown bundle/method {unknown}; bundles {list(BUNDLES)}, methods {list(METHODS)}")
@@ -470,14 +483,15 @@ def main() -> None:
         methods.insert(0, "erm")  # the reference for epoch times
     command = ("python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
     meta: dict[str, Any] = {"command": command, "date": date.today().isoformat(), "machine": machine()}
-    meta.update({"jobs": args.jobs, "seeds": args.seeds, "methods": methods, "split_sizes": dict(EVAL_SIZES)})
+    meta.update({"jobs": args.jobs, "seeds": args.seeds, "methods": methods})
+    meta["split_sizes"] = QUICK["sizes"] if args.quick else split_sizes(0, args.val_size, args.test_size)
 
     if args.report_only:
         rows = collect_rows(args.work_dir, protocols)
         write_documents(args, meta, rows)
         return
 
-    eval_sizes = QUICK["sizes"] if args.quick else split_sizes(max(sizes))
+    eval_sizes = QUICK["sizes"] if args.quick else split_sizes(max(sizes), args.val_size, args.test_size)
     cohort_sizes = {}
     for b in bundles:
         from monai.bundle import ConfigParser
@@ -495,7 +509,7 @@ def main() -> None:
     meta["cohort_sizes"] = cohort_sizes
     specs = []
     for b, n, seed in product(bundles, sizes, range(args.seeds)):
-        split = QUICK["sizes"] if args.quick else split_sizes(n)
+        split = QUICK["sizes"] if args.quick else split_sizes(n, args.val_size, args.test_size)
         for protocol in protocols[b]:
             base = {"bundle": b, "protocol": protocol, "n_train": n, "seed": seed, "sizes": split}
             specs += [{**base, "method": m} for m in methods if m != "oracle" or protocol == protocols[b][0]]

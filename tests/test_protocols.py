@@ -127,3 +127,10 @@ def test_chexpert_multifactor_overlay_keeps_ap_films_and_two_factors(cohort_dir:
     assert report["rho"] == {"sex": 0.9, "age": 0.9}
     assert content["metadata"]["reader_report"]["dropped"].get("view", 0) > 0  # the PA films were left out
     assert all(b["achieved"] == b["requested"] for b in report["splits"]["train"]["buckets"])
+
+
+@pytest.mark.parametrize("configs", [CXR, MRI])
+def test_evaluate_config_resolves_the_protocol(configs: Path) -> None:
+    """evaluate.yaml replaces train.yaml's imports (lists merge whole): it must import protocol_rho too."""
+    parser = _parser([configs / "train.yaml", configs / "evaluate.yaml"], protocol="pair")
+    assert sorted(parser.get_parsed_content("splits#rho").values()) == [0.5, 0.9, 0.9]
