@@ -166,8 +166,9 @@ def test_resume_from_training_checkpoint(trained):
     history = json.loads((root / "eval" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [2], "a resumed run continues at epoch 2"
     objective = torch.load(ckpt, map_location="cpu", weights_only=True)["objective"]
-    assert objective["mi._extra_state"]["critic_optimizer"]["state"], "critics' optimiser state is checkpointed"
-    assert any(k.startswith("mi.estimator.") for k in objective)
+    assert objective["factor_mi._extra_state"]["optimizer"]["state"], "critics' optimiser state is checkpointed"
+    assert any(k.startswith("factor_mi.critics.") for k in objective)
+    assert int(objective["factor_mi.queue.filled"]) > 0, "the feature queue is checkpointed"
 
 
 @pytest.mark.parametrize("name", ["cxr", "mri"])

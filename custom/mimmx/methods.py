@@ -19,6 +19,8 @@ __all__ = ["METHODS", "DESCRIPTIONS", "method_overrides", "method_arguments"]
 
 # the task term alone: plain empirical risk minimisation with the same network, data and budget
 ERM = "$[@loss#head_ce]"
+# MIMM-X's first objective (kept as an ablation and for the dCor baseline): head CEs + pairwise partition MI
+PAIRWISE = "$[@loss#head_ce, @loss#mi]"
 
 METHODS: dict[str, dict[str, Any]] = {
     "erm": {"loss_terms": ERM},
@@ -34,9 +36,15 @@ METHODS: dict[str, dict[str, Any]] = {
         "loss#adversary#conditional": True,
         "loss#adversary#adversary_steps": 5,
     },
-    "dcor": {"mi_estimator#estimator": "dcor"},
+    # the earlier MIMM-X objective: MINE critics on every partition pair, adaptive scale, dynamic pair weights
+    "mimmx_pairwise": {"loss_terms": PAIRWISE},
+    "dcor": {"loss_terms": PAIRWISE, "mi_estimator#estimator": "dcor"},
     "mimm_single": {"model_factors": "$@factors[:1]"},
     "mimmx": {},
+    # ablations of MIMM-X: one piece off at a time
+    "balanced_ce": {"loss_terms": "$[@loss#head_ce_balanced]"},
+    "mimmx_unbalanced_ce": {"loss_terms": "$[@loss#head_ce, @loss#factor_mi]"},
+    "mimmx_no_queue": {"loss#factor_mi#queue_size": 0},
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -49,9 +57,13 @@ DESCRIPTIONS: dict[str, str] = {
     "groupdro": "GroupDRO over target x factor groups (eta 0.1)",
     "adversarial": "gradient-reversal adversary per factor on the causal partition (weight 1)",
     "cond_adversarial": "class-conditional adversary: sees the target beside the causal partition (5 extra steps)",
+    "mimmx_pairwise": "the earlier MIMM-X: MINE critics on every partition pair, adaptive scale, dynamic pair weights",
     "dcor": "distance-correlation penalty between all partitions instead of MINE",
-    "mimm_single": "MIMM with only the first factor disentangled",
-    "mimmx": "MIMM-X as shipped: MINE critics on every partition pair, adaptive scale, dynamic pair weights",
+    "mimm_single": "MIMM-X with only the first factor modelled",
+    "mimmx": "MIMM-X: group-balanced head CEs + I(causal; factor | target) from critics on a feature queue",
+    "balanced_ce": "ablation of MIMM-X without its MI term: the group-balanced causal CE alone",
+    "mimmx_unbalanced_ce": "ablation of MIMM-X with the plain (not group-balanced) causal CE",
+    "mimmx_no_queue": "ablation of MIMM-X whose critics see the current batch only (no feature queue)",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 

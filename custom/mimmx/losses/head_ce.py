@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mimmx.baselines import group_index, num_groups
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext
@@ -37,6 +38,8 @@ class HeadCrossEntropy(LossTerm):
         factors: the model's factors (their ``weight`` weighs their heads); None takes them from the trainer.
         weights: explicit head name -> weight, overriding the factors' weights.
         causal_weight: weight of the causal head.
+        group_weights: optional weight per target x factor group id (``mimmx.baselines.group_index`` order, e.g. from
+            :func:`mimmx.losses.group_weights.group_loss_weights`): the causal CE becomes the group-balanced risk.
     """
 
     name = "head_ce"
@@ -47,14 +50,24 @@ class HeadCrossEntropy(LossTerm):
         factors: Sequence[Mapping[str, Any] | FactorSpec] | None = None,
         weights: Mapping[str, float] | None = None,
         causal_weight: float = 1.0,
+        group_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        self.register_buffer("group_weights", None if group_weights is None else torch.as_tensor(group_weights).float())
         self.factors = None if factors is None else parse_factors(factors, config_id="loss#head_ce#factors")
         self.weights = dict(weights or {})
         self.causal_weight = float(causal_weight)
 
     def check(self, network, factors, config_id: str) -> None:
-        heads = {CAUSAL, *(f.name for f in (self.factors or factors))}
+        specs = self.factors or factors
+        if self.group_weights is not None:
+            expected = num_groups(getattr(network, "num_classes", 2), specs)
+            if self.group_weights.numel() != expected:
+                raise ConfigError(
+                    f"{config_id}: group_weights has {self.group_weights.numel()} entries, expected {expected} "
+                    "(target classes x every factor's classes)."
+                )
+        heads = {CAUSAL, *(f.name for f in specs)}
         unknown = sorted(set(self.weights) - heads)
         if unknown:
             raise ConfigError(f"{config_id}: weights for unknown heads {unknown}; heads are {sorted(heads)}.")
@@ -67,5 +80,10 @@ class HeadCrossEntropy(LossTerm):
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         weights = head_weights(self.factors or ctx.factors, self.weights, self.causal_weight)
         ce = {name: F.cross_entropy(ctx.logits[name], ctx.labels[name]) for name in ctx.logits}
+        if self.group_weights is not None:
+            factors = self.factors or ctx.factors
+            groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
+            per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
+            ce[CAUSAL] = (per_sample * self.group_weights[groups]).mean()
         total = torch.stack([weights[name] * value for name, value in ce.items()]).sum()
         return total, {f"ce_{name}": float(value.detach()) for name, value in ce.items()}

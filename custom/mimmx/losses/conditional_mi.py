@@ -1,0 +1,169 @@
+"""MI between the causal partition and each factor's label, given the target, under a group-balanced view.
+
+Why this is the quantity to minimise: where the training data tie a factor z to the target y (rho 0.9), a causal
+partition f that encodes only the target still shares I(f; z) = I(y; z) with the factor, so an unconditional
+penalty has a floor that a shortcut barely exceeds; what a shortcut adds is dependence on z *inside* each target
+class, I(f; z | y). Measured on the raw training distribution, that dependence lives in the few images whose factor
+disagrees with the target (10% of a class at rho 0.9) and batch estimators do not see it. So the estimate is taken
+under a group-balanced view: within each target class every factor value weighs the same, the conditional prior
+p(z | y) becomes uniform, and
+
+    I_bal(f; z | y) = E_bal[ KL( p(z | f, y) || uniform ) ].
+
+A critic q(z | f, y) (an MLP on the causal partition beside the one-hot target) is fitted by balanced
+cross-entropy on a :class:`mimmx.losses.FeatureQueue` of recent detached causal features (thousands of samples per
+class, so the rare groups are represented), and the encoder minimises the balanced mean of KL(q(z | f, y) || uniform)
+on the current batch, whose gradient flows into the encoder. The value is an MI estimate in nats, zero only when the
+critic cannot tell factor values apart beyond the target; unlike gradient reversal of the critic's cross-entropy it
+is bounded below and cannot be lowered by making the critic confidently wrong. The weight is fixed: a scale tied to
+the task gradient fades once the training images are fitted, which is when shortcuts set in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mimmx.errors import ConfigError
+from mimmx.factors import FactorSpec, parse_factors
+from mimmx.losses.base import LossTerm, StepContext, load_optimizer_state, optimizer_state
+from mimmx.losses.queue import FeatureQueue
+from mimmx.networks import CAUSAL
+
+__all__ = ["ConditionalFactorMI", "balanced_weights"]
+
+
+def balanced_weights(target: Tensor, factor: Tensor, num_factor_classes: int) -> Tensor:
+    """Sample weights (summing to 1) under which, inside each target class, every present factor value weighs the same
+    and every present target class weighs the same."""
+    target, factor = target.view(-1).long(), factor.view(-1).long()
+    cell = target * num_factor_classes + factor
+    counts = torch.bincount(cell, minlength=int(cell.max()) + 1).to(torch.float32)
+    weights = 1.0 / counts[cell]
+    return weights / weights.sum()
+
+
+class ConditionalFactorMI(LossTerm):
+    """``weight * sum_k I_bal(f_causal; z_k | y)`` with one critic per factor. Stats: ``mi_causal|<factor>|target``.
+
+    Args:
+        partition_dim: width of the causal partition.
+        factors: the factors whose labels the causal partition must not carry beyond the target.
+        num_classes: classes of the target.
+        weight: weight of the term (fixed; see the module docstring).
+        queue_size: causal feature rows kept for the critics (0: the current batch only).
+        hidden: hidden width of each critic.
+        critic_steps: critic updates per encoder step (each on the whole queue).
+        lr: learning rate of the critics' Adam.
+        warmup_epochs: epochs in which the critics train but the encoder is not penalised.
+    """
+
+    name = "factor_mi"
+
+    def __init__(
+        self,
+        partition_dim: int,
+        factors: Sequence[Mapping[str, Any] | FactorSpec],
+        num_classes: int = 2,
+        weight: float = 1.0,
+        queue_size: int = 4096,
+        hidden: int = 64,
+        critic_steps: int = 1,
+        lr: float = 1e-3,
+        warmup_epochs: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value in (("weight", weight), ("queue_size", queue_size), ("critic_steps", critic_steps)):
+            if value < 0:
+                raise ConfigError(f"loss#factor_mi#{key} must be >= 0, got {value}.")
+        self.factors = parse_factors(factors, config_id="loss#factor_mi#factors")
+        self.partition_dim = int(partition_dim)
+        self.num_classes = int(num_classes)
+        self.weight = float(weight)
+        self.critic_steps = int(critic_steps)
+        self.warmup_epochs = int(warmup_epochs)
+        self.critics = nn.ModuleDict(
+            {
+                f.name: nn.Sequential(
+                    nn.Linear(self.partition_dim + self.num_classes, hidden),
+                    nn.ReLU(),
+                    nn.Linear(hidden, hidden),
+                    nn.ReLU(),
+                    nn.Linear(hidden, f.num_classes),
+                )
+                for f in self.factors
+            }
+        )
+        label_names = [CAUSAL] + [f.name for f in self.factors]
+        self.queue = (
+            FeatureQueue(queue_size, {CAUSAL: self.partition_dim}, label_names=label_names) if queue_size else None
+        )
+        self.optimizer = torch.optim.Adam(self.critics.parameters(), lr=lr)
+
+    def check(self, network, factors, config_id: str) -> None:
+        if getattr(network, "partition_dim", self.partition_dim) != self.partition_dim:
+            raise ConfigError(
+                f"{config_id}: partition_dim {self.partition_dim} but the network's is {network.partition_dim}."
+            )
+        if getattr(network, "num_classes", self.num_classes) != self.num_classes:
+            raise ConfigError(f"{config_id}: num_classes {self.num_classes} but the network has {network.num_classes}.")
+        unknown = sorted({f.name for f in self.factors} - {f.name for f in factors})
+        if unknown:
+            raise ConfigError(f"{config_id}: factors {unknown} are not the model's {[f.name for f in factors]}.")
+
+    def _critic_input(self, causal: Tensor, target: Tensor) -> Tensor:
+        return torch.cat([causal, F.one_hot(target.view(-1).long(), self.num_classes).to(causal.dtype)], dim=1)
+
+    def critic_update(self, ctx: StepContext) -> dict[str, float]:
+        labels = {CAUSAL: ctx.labels[CAUSAL], **{f.name: ctx.labels[f.name] for f in self.factors}}
+        current = {CAUSAL: ctx.parts[CAUSAL].detach()}
+        if self.queue is not None:
+            self.queue.push(current, labels)
+            parts, labels = self.queue.get()
+        else:
+            parts = current
+        x = self._critic_input(parts[CAUSAL], labels[CAUSAL])
+        loss = torch.zeros(())
+        for _ in range(self.critic_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = torch.stack(
+                [
+                    (
+                        F.cross_entropy(self.critics[f.name](x), labels[f.name], reduction="none")
+                        * balanced_weights(labels[CAUSAL], labels[f.name], f.num_classes)
+                    ).sum()
+                    for f in self.factors
+                ]
+            ).sum()
+            loss.backward()
+            self.optimizer.step()
+        return {"critic_loss_cond": float(loss.detach())}
+
+    def estimate(self, causal: Tensor, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """I_bal(causal; z_k | y) per factor from the current critics (differentiable w.r.t. ``causal``)."""
+        x = self._critic_input(causal, labels[CAUSAL])
+        out = {}
+        for f in self.factors:
+            log_q = F.log_softmax(self.critics[f.name](x), dim=1)
+            kl = (log_q.exp() * (log_q + math.log(f.num_classes))).sum(dim=1)
+            out[f.name] = (kl * balanced_weights(labels[CAUSAL], labels[f.name], f.num_classes)).sum()
+        return out
+
+    def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        values = self.estimate(ctx.parts[CAUSAL], ctx.labels)
+        total = torch.stack(list(values.values())).sum()
+        stats = {f"mi_causal|{name}|target": float(v.detach()) for name, v in values.items()}
+        if ctx.epoch <= self.warmup_epochs:
+            return total.detach() * 0.0, stats
+        return self.weight * total, stats
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optimizer": optimizer_state(self.optimizer)}
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        load_optimizer_state(self.optimizer, state.get("optimizer"))

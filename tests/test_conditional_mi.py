@@ -1,0 +1,119 @@
+"""The class-conditional factor MI term and group-balanced loss weights: estimates with and without planted
+within-class dependence, the queue, the balanced view, and the weights' group totals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mimmx.baselines import group_index
+from mimmx.errors import ConfigError
+from mimmx.factors import parse_factors
+from mimmx.losses import StepContext
+from mimmx.losses.conditional_mi import ConditionalFactorMI, balanced_weights
+from mimmx.losses.group_weights import group_loss_weights
+from mimmx.networks import CAUSAL
+
+FACTORS = [{"name": "sex", "column": "Sex", "classes": ["F", "M"]}]
+
+
+def _cohort(n: int, rho: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.randint(0, 2, (n,), generator=generator)
+    agree = torch.rand(n, generator=generator) < rho
+    z = torch.where(agree, y, 1 - y)
+    return y, z
+
+
+def _context(causal: torch.Tensor, y: torch.Tensor, z: torch.Tensor, epoch: int = 1) -> StepContext:
+    return StepContext(
+        network=torch.nn.Identity(),
+        features=causal,
+        parts={CAUSAL: causal},
+        logits={},
+        labels={CAUSAL: y, "sex": z},
+        factors=parse_factors(FACTORS),
+        epoch=epoch,
+    )
+
+
+def _fit_and_estimate(leak: float, seed: int = 0) -> float:
+    """Train the critic on batches whose causal features carry ``leak`` x the factor beyond the target."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    term = ConditionalFactorMI(4, FACTORS, weight=1.0, queue_size=2048, hidden=32, lr=3e-3)
+    for _ in range(150):
+        y, z = _cohort(64, 0.9, g)
+        causal = torch.cat([y[:, None].float() * 2.0, leak * z[:, None].float(), torch.randn(64, 2, generator=g)], 1)
+        causal = causal + 0.3 * torch.randn(64, 4, generator=g)
+        term.critic_update(_context(causal, y, z))
+    y, z = _cohort(2048, 0.5, g)
+    causal = torch.cat([y[:, None].float() * 2.0, leak * z[:, None].float(), torch.randn(2048, 2, generator=g)], 1)
+    causal = causal + 0.3 * torch.randn(2048, 4, generator=g)
+    return float(term.estimate(causal, {CAUSAL: y, "sex": z})["sex"].detach())
+
+
+def test_estimate_sees_planted_within_class_dependence():
+    independent = _fit_and_estimate(leak=0.0)
+    planted = _fit_and_estimate(leak=2.0)
+    assert independent < 0.05  # the target alone carries no within-class information about the factor
+    assert planted > 0.3  # ln 2 = 0.69 nats is the most a binary factor can carry
+    assert planted > 10 * max(independent, 1e-3)
+
+
+def test_gradient_reaches_the_causal_features_and_warmup_holds_it_back():
+    g = torch.Generator().manual_seed(1)
+    term = ConditionalFactorMI(4, FACTORS, queue_size=256, warmup_epochs=1)
+    y, z = _cohort(64, 0.9, g)
+    causal = torch.randn(64, 4, generator=g, requires_grad=True)
+    term.critic_update(_context(causal, y, z))
+    loss, stats = term(_context(causal, y, z, epoch=1))
+    assert float(loss) == 0.0 and "mi_causal|sex|target" in stats
+    loss, _ = term(_context(causal, y, z, epoch=2))
+    loss.backward()
+    assert causal.grad is not None and causal.grad.abs().sum() > 0
+
+
+def test_critic_update_fills_the_queue_and_trains_only_the_critics():
+    g = torch.Generator().manual_seed(2)
+    term = ConditionalFactorMI(4, FACTORS, queue_size=100)
+    before = [p.detach().clone() for p in term.critics.parameters()]
+    causal = torch.randn(64, 4, generator=g, requires_grad=True)
+    for _ in range(2):
+        y, z = _cohort(64, 0.9, g)
+        term.critic_update(_context(causal, y, z))
+    assert len(term.queue) == 100
+    assert causal.grad is None
+    assert any(not torch.equal(a, b) for a, b in zip(before, term.critics.parameters()))
+    state = term.state_dict()
+    clone = ConditionalFactorMI(4, FACTORS, queue_size=100)
+    clone.load_state_dict(state)
+    assert torch.equal(clone.queue.get()[0][CAUSAL], term.queue.get()[0][CAUSAL])
+
+
+def test_balanced_weights_equalise_factor_values_within_each_class():
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    z = torch.tensor([0, 0, 0, 1, 1, 1, 0])
+    w = balanced_weights(y, z, 2)
+    assert torch.isclose(w.sum(), torch.tensor(1.0))
+    for c in (0, 1):
+        for v in (0, 1):
+            assert torch.isclose(w[(y == c) & (z == v)].sum(), torch.tensor(0.25))
+
+
+def test_bad_settings_are_refused_by_config_id():
+    with pytest.raises(ConfigError, match="loss#factor_mi#weight"):
+        ConditionalFactorMI(4, FACTORS, weight=-1)
+
+
+def test_group_loss_weights_give_every_group_the_same_total():
+    rng = np.random.default_rng(0)
+    items = [{"label": int(rng.integers(2)), "sex": 0} for _ in range(50)]
+    items += [{"label": 1, "sex": 1}] * 3 + [{"label": 0, "sex": 1}] * 7
+    weights = group_loss_weights(items, FACTORS)
+    specs = parse_factors(FACTORS)
+    ids = np.array([group_index(it["label"], [it["sex"]], specs) for it in items])
+    per_sample = weights[torch.as_tensor(ids)]
+    assert torch.isclose(per_sample.mean(), torch.tensor(1.0))
+    totals = [float(per_sample[torch.as_tensor(ids == g)].sum()) for g in np.unique(ids)]
+    assert np.allclose(totals, totals[0])
