@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up, train the chest X-ray bundle on its embedded synthetic cohort, evaluate it and print the
-# metrics. Extra arguments are passed to both monai.bundle runs (for example --mi_lambda 0 for the baseline).
+# metrics. Extra arguments are passed to both monai.bundle runs (for example --loss_terms '$[@loss#head_ce]' for the ERM baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
