@@ -54,6 +54,8 @@ def test_selection_checkpoints_saves_best_balanced_and_last(tmp_path) -> None:
     evaluator.state.scores = next(runs)
     evaluator.run(data, max_epochs=1)
     assert evaluator.state.metrics["val_balanced_auc"] == pytest.approx(1.0)
+    # inside each class the scores order the factor perfectly (class 0: z=1 highest; class 1: z=0 lowest)
+    assert evaluator.state.metrics["val_decision_leakage_sex"] == pytest.approx(1.0)
     assert (tmp_path / "model_balanced_val.pt").is_file() and (tmp_path / "model_last.pt").is_file()
     first = (tmp_path / "model_balanced_val.pt").stat().st_mtime_ns
     with torch.no_grad():

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.utils.enums import CommonKeys as Keys
@@ -136,8 +137,9 @@ class SelectionCheckpoints:
     On each validation run it computes the *group-balanced* val AUROC of the causal output (every target x factor
     group weighted equally, :func:`mimmx.metrics.group_balanced_auroc`: the val split as if the factors were
     independent of the target), puts it into the validator's metrics as ``metric_name`` (so TrainingHistory records
-    it per epoch), saves ``balanced_file`` when it is the best so far and ``last_file`` every time. Attach to the
-    validator after its metric handlers; factor labels are read from the batch (they are in the data list).
+    it per epoch) beside ``val_decision_leakage_<factor>`` (:func:`mimmx.metrics.decision_leakage` on val), saves
+    ``balanced_file`` when it is the best so far and ``last_file`` every time. Attach to the validator after its
+    metric handlers; factor labels are read from the batch (they are in the data list).
     The running best is not restored on resume: the first validation after a resume saves again.
 
     Args:
@@ -192,12 +194,17 @@ class SelectionCheckpoints:
     def _completed(self, engine: Engine) -> None:
         from mimmx.baselines import group_index
         from mimmx.io_utils import atomic_path
-        from mimmx.metrics import group_balanced_auroc
+        from mimmx.metrics import decision_leakage, group_balanced_auroc
 
         rows = torch.as_tensor(self._rows).numpy().reshape(-1, 1 + len(self.specs))
         groups = group_index(rows[:, 0], [rows[:, j + 1] for j in range(len(self.specs))], self.specs)
         value = group_balanced_auroc(rows[:, 0], self._scores, groups)
         engine.state.metrics[self.metric_name] = float("nan") if value is None else value
+        # dependence of the decisions on each factor inside each target class, on held-out images: a penalty met on
+        # the training images alone (memorisation) shows here and not in the training losses
+        for j, spec in enumerate(self.specs):
+            leak = decision_leakage(rows[:, 0], np.asarray(self._scores), rows[:, j + 1])
+            engine.state.metrics[f"val_decision_leakage_{spec.name}"] = float("nan") if leak is None else leak
         targets = [self.last_file] if self.last_file else []
         if self.balanced_file and value is not None and value > self.best:
             self.best = value
