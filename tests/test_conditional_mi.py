@@ -117,3 +117,19 @@ def test_group_loss_weights_give_every_group_the_same_total():
     assert torch.isclose(per_sample.mean(), torch.tensor(1.0))
     totals = [float(per_sample[torch.as_tensor(ids == g)].sum()) for g in np.unique(ids)]
     assert np.allclose(totals, totals[0])
+
+
+def test_adaptive_scale_caps_the_penalty_gradient_at_the_task_gradient():
+    g = torch.Generator().manual_seed(3)
+    term = ConditionalFactorMI(4, FACTORS, queue_size=256, adaptive_scale=True)
+    y, z = _cohort(64, 0.9, g)
+    causal = torch.randn(64, 4, generator=g, requires_grad=True)
+    ctx = _context(causal, y, z)
+    for _ in range(20):
+        term.critic_update(ctx)
+    ctx.task_loss = 1e-6 * (causal**2).sum()  # a nearly fitted task: tiny gradient
+    loss, stats = term(ctx)
+    (grad_penalty,) = torch.autograd.grad(loss, causal, retain_graph=True)
+    (grad_task,) = torch.autograd.grad(ctx.task_loss, causal)
+    assert 0.0 < stats["mi_scale"] < 1.0
+    assert float(grad_penalty.norm()) <= float(grad_task.norm()) * (1 + 1e-4)

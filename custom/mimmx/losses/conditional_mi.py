@@ -34,6 +34,7 @@ from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext, load_optimizer_state, optimizer_state
 from mimmx.losses.queue import FeatureQueue
 from mimmx.networks import CAUSAL
+from mimmx.objective import adaptive_mi_scale
 
 __all__ = ["ConditionalFactorMI", "balanced_weights"]
 
@@ -61,6 +62,8 @@ class ConditionalFactorMI(LossTerm):
         critic_steps: critic updates per encoder step (each on the whole queue).
         lr: learning rate of the critics' Adam.
         warmup_epochs: epochs in which the critics train but the encoder is not penalised.
+        adaptive_scale: scale the penalty's gradient to at most the task loss's (as the earlier objective did); off
+            by default, since that scale fades once the training images are fitted (kept for the ablation).
     """
 
     name = "factor_mi"
@@ -76,6 +79,7 @@ class ConditionalFactorMI(LossTerm):
         critic_steps: int = 1,
         lr: float = 1e-3,
         warmup_epochs: int = 0,
+        adaptive_scale: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (("weight", weight), ("queue_size", queue_size), ("critic_steps", critic_steps)):
@@ -87,6 +91,7 @@ class ConditionalFactorMI(LossTerm):
         self.weight = float(weight)
         self.critic_steps = int(critic_steps)
         self.warmup_epochs = int(warmup_epochs)
+        self.adaptive_scale = bool(adaptive_scale)
         self.critics = nn.ModuleDict(
             {
                 f.name: nn.Sequential(
@@ -160,6 +165,10 @@ class ConditionalFactorMI(LossTerm):
         stats = {f"mi_causal|{name}|target": float(v.detach()) for name, v in values.items()}
         if ctx.epoch <= self.warmup_epochs:
             return total.detach() * 0.0, stats
+        if self.adaptive_scale and ctx.task_loss is not None:
+            scale = adaptive_mi_scale(ctx.task_loss, total, ctx.features)
+            stats["mi_scale"] = float(scale)
+            return self.weight * scale * total, stats
         return self.weight * total, stats
 
     def get_extra_state(self) -> dict[str, Any]:
