@@ -92,3 +92,37 @@ def test_cohort_size_covers_the_scarcest_bucket(bench) -> None:
     assert n * 0.5 * 0.38**2 >= 1500 * 0.5 * 0.81
     assert bench.cohort_size(ladder, bench.split_sizes(6400), keep=1.0) > n
     assert bench.cohort_size(ladder + [{"a": 0.5, "b": 0.5}], sizes, keep=0.5) >= 2 * n - 100
+
+
+def _entry(inverted: float, worst: float, leak: dict[str, float], balanced: float = 0.8, seeds: int = 3) -> dict:
+    one = {"mean": None, "sd": 0.0, "n": seeds}
+    return {
+        "seeds": seeds,
+        "test_inverted_auroc": {**one, "mean": inverted},
+        "test_balanced_auroc": {**one, "mean": balanced},
+        "worst_group_auroc": {**one, "mean": worst},
+        "decision_leakage": {f: {**one, "mean": v} for f, v in leak.items()},
+    }
+
+
+def test_targets_on_pair_at_6400_name_the_best_competitor_and_each_miss(bench) -> None:
+    table = {
+        "erm": _entry(0.60, 0.90, {"sex": 0.8}),
+        "balanced_ce": _entry(0.80, 0.95, {"sex": 0.6}),
+        "mimmx": _entry(0.78, 0.97, {"sex": 0.55}),
+        "mimmx_no_queue": _entry(0.99, 0.99, {"sex": 0.5}),  # an ablation of MIMM-X: not a competitor
+        "oracle": _entry(0.95, 0.95, {"sex": 0.5}),
+    }
+    lines = bench.targets(table, "pair", 6400)
+    assert lines[0].startswith("test_inverted >= ERM + 0.15: 0.780 vs 0.600") and lines[0].endswith("met")
+    assert "best other balanced_ce 0.800 -> **not met**" in lines[1]
+    assert "best other balanced_ce 0.950 -> met" in lines[2]
+    assert "highest sex 0.550 -> met" in lines[3]
+
+
+def test_targets_elsewhere_ask_for_no_loss_against_erm(bench) -> None:
+    table = {"erm": _entry(0.20, 0.6, {}, balanced=0.7, seeds=1), "mimmx": _entry(0.25, 0.55, {}, 0.7, seeds=1)}
+    lines = bench.targets(table, "all", 1600)
+    assert [line.split(" ->")[1].split(" (")[0].strip() for line in lines] == ["met", "met", "**not met**"]
+    assert "1 seed; the issue asks for 3" in lines[0]
+    assert bench.targets({"erm": table["erm"]}, "pair", 6400) == []
