@@ -108,7 +108,19 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
 
 
 @pytest.mark.parametrize(
-    "method", ["resample", "groupdro", "adversarial", "cond_adversarial", "dcor", "mimm_single", "oracle"]
+    "method",
+    [
+        "resample",
+        "subsample",
+        "dfr",
+        "groupdro",
+        "adversarial",
+        "cond_adversarial",
+        "dcor",
+        "mimm_single",
+        "mimmx_pairwise",
+        "oracle",
+    ],
 )
 def test_every_baseline_trains_through_the_bundle(method, tmp_path):
     overrides = method_overrides(method)
@@ -125,6 +137,10 @@ def test_every_baseline_trains_through_the_bundle(method, tmp_path):
         assert first_layer.shape[1] == (32 + 2 if method == "cond_adversarial" else 32)
     if method == "cond_adversarial":
         assert saved["adversary._extra_state"]["optimizer"]["state"], "the extra adversary steps ran"
+    if method == "dfr":  # the causal head of model.pt was refit after training; the encoder was not touched
+        trained = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+        assert not torch.allclose(state["heads.causal.weight"], trained["heads.causal.weight"])
+        assert all(torch.equal(state[k], trained[k]) for k in trained if k.startswith("backbone."))
 
 
 def test_inference_writes_one_prediction_per_image(trained):
