@@ -465,7 +465,12 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         ax.set_ylabel("test_inverted AUROC")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
+    legend: dict[str, Any] = {}  # every method once, whichever panel drew it
+    for ax in axes[: len(panels)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    labels = [m for m in methods if m in legend]
+    handles = [legend[m] for m in labels]
     if handles:
         fig.legend(handles, labels, loc="outside right center", fontsize=8, title="method")
     with atomic_path(path) as tmp, open(tmp, "xb") as fh:
