@@ -24,7 +24,14 @@ from torch.nn import functional as F
 from mimmx.baselines import FactorAdversary
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
-from mimmx.losses.base import LossTerm, StepContext, load_optimizer_state, optimizer_state
+from mimmx.losses.base import (
+    LossTerm,
+    StepContext,
+    check_causal_reader,
+    load_optimizer_state,
+    optimizer_state,
+    with_target,
+)
 from mimmx.networks import CAUSAL
 
 __all__ = ["FactorAdversaryTerm"]
@@ -75,15 +82,8 @@ class FactorAdversaryTerm(LossTerm):
         self.optimizer = torch.optim.Adam(self.adversary.parameters(), lr=lr) if self.adversary_steps > 0 else None
 
     def check(self, network, factors, config_id: str) -> None:
-        if getattr(network, "partition_dim", self.partition_dim) != self.partition_dim:
-            raise ConfigError(
-                f"{config_id}: partition_dim {self.partition_dim} but the network's is {network.partition_dim}."
-            )
-        unknown = sorted({f.name for f in self.factors} - {f.name for f in factors})
-        if unknown:
-            raise ConfigError(f"{config_id}: factors {unknown} are not the model's {[f.name for f in factors]}.")
-        if self.conditional and getattr(network, "num_classes", self.num_classes) != self.num_classes:
-            raise ConfigError(f"{config_id}: num_classes {self.num_classes} but the network has {network.num_classes}.")
+        num_classes = self.num_classes if self.conditional else None
+        check_causal_reader(network, factors, config_id, self.partition_dim, self.factors, num_classes)
 
     def encoder_side_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.adversary.parameters())
@@ -92,7 +92,7 @@ class FactorAdversaryTerm(LossTerm):
         """What the adversary reads: the causal partition, beside the one-hot target if conditional."""
         if not self.conditional:
             return causal
-        return torch.cat([causal, F.one_hot(target.view(-1).long(), self.num_classes).to(causal.dtype)], dim=1)
+        return with_target(causal, target, self.num_classes)
 
     def _losses(self, causal: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         logits = self.adversary(self.adversary_input(causal, ctx.labels[CAUSAL]))

@@ -15,9 +15,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec
 
-__all__ = ["StepContext", "LossTerm", "optimizer_state", "load_optimizer_state"]
+__all__ = [
+    "StepContext",
+    "LossTerm",
+    "optimizer_state",
+    "load_optimizer_state",
+    "with_target",
+    "check_causal_reader",
+]
 
 
 @dataclass
@@ -98,3 +106,27 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer | None, state: Mapping
     """Restore what :func:`optimizer_state` saved (nothing to do when either side has no optimiser)."""
     if optimizer is not None and state is not None:
         optimizer.load_state_dict(state)
+
+
+def with_target(causal: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """The causal partition beside the one-hot target: the input of class-conditional critics and adversaries."""
+    return torch.cat([causal, nn.functional.one_hot(target.view(-1).long(), num_classes).to(causal.dtype)], dim=1)
+
+
+def check_causal_reader(
+    network: nn.Module,
+    factors: Sequence[FactorSpec],
+    config_id: str,
+    partition_dim: int,
+    term_factors: Sequence[FactorSpec],
+    num_classes: int | None = None,
+) -> None:
+    """ConfigError (naming ``config_id``) when a term that reads the causal partition does not fit the network:
+    another partition width, another number of target classes (checked when given), or factors the model lacks."""
+    if getattr(network, "partition_dim", partition_dim) != partition_dim:
+        raise ConfigError(f"{config_id}: partition_dim {partition_dim} but the network's is {network.partition_dim}.")
+    if num_classes is not None and getattr(network, "num_classes", num_classes) != num_classes:
+        raise ConfigError(f"{config_id}: num_classes {num_classes} but the network has {network.num_classes}.")
+    unknown = sorted({f.name for f in term_factors} - {f.name for f in factors})
+    if unknown:
+        raise ConfigError(f"{config_id}: factors {unknown} are not the model's {[f.name for f in factors]}.")

@@ -31,7 +31,14 @@ from torch.nn import functional as F
 
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
-from mimmx.losses.base import LossTerm, StepContext, load_optimizer_state, optimizer_state
+from mimmx.losses.base import (
+    LossTerm,
+    StepContext,
+    check_causal_reader,
+    load_optimizer_state,
+    optimizer_state,
+    with_target,
+)
 from mimmx.losses.queue import FeatureQueue
 from mimmx.networks import CAUSAL
 from mimmx.objective import adaptive_mi_scale
@@ -111,18 +118,7 @@ class ConditionalFactorMI(LossTerm):
         self.optimizer = torch.optim.Adam(self.critics.parameters(), lr=lr)
 
     def check(self, network, factors, config_id: str) -> None:
-        if getattr(network, "partition_dim", self.partition_dim) != self.partition_dim:
-            raise ConfigError(
-                f"{config_id}: partition_dim {self.partition_dim} but the network's is {network.partition_dim}."
-            )
-        if getattr(network, "num_classes", self.num_classes) != self.num_classes:
-            raise ConfigError(f"{config_id}: num_classes {self.num_classes} but the network has {network.num_classes}.")
-        unknown = sorted({f.name for f in self.factors} - {f.name for f in factors})
-        if unknown:
-            raise ConfigError(f"{config_id}: factors {unknown} are not the model's {[f.name for f in factors]}.")
-
-    def _critic_input(self, causal: Tensor, target: Tensor) -> Tensor:
-        return torch.cat([causal, F.one_hot(target.view(-1).long(), self.num_classes).to(causal.dtype)], dim=1)
+        check_causal_reader(network, factors, config_id, self.partition_dim, self.factors, self.num_classes)
 
     def critic_update(self, ctx: StepContext) -> dict[str, float]:
         labels = {CAUSAL: ctx.labels[CAUSAL], **{f.name: ctx.labels[f.name] for f in self.factors}}
@@ -132,7 +128,7 @@ class ConditionalFactorMI(LossTerm):
             parts, labels = self.queue.get()
         else:
             parts = current
-        x = self._critic_input(parts[CAUSAL], labels[CAUSAL])
+        x = with_target(parts[CAUSAL], labels[CAUSAL], self.num_classes)
         loss = torch.zeros(())
         for _ in range(self.critic_steps):
             self.optimizer.zero_grad(set_to_none=True)
@@ -151,7 +147,7 @@ class ConditionalFactorMI(LossTerm):
 
     def estimate(self, causal: Tensor, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """I_bal(causal; z_k | y) per factor from the current critics (differentiable w.r.t. ``causal``)."""
-        x = self._critic_input(causal, labels[CAUSAL])
+        x = with_target(causal, labels[CAUSAL], self.num_classes)
         out = {}
         for f in self.factors:
             log_q = F.log_softmax(self.critics[f.name](x), dim=1)

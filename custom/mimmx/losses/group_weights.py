@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mimmx.baselines import group_index, num_groups
-from mimmx.errors import DataError
+from mimmx.baselines import item_groups, num_groups
 from mimmx.factors import FactorSpec, parse_factors
 
 __all__ = ["group_loss_weights"]
@@ -33,17 +32,7 @@ def group_loss_weights(
     The mean weight over the training samples is 1, so the weighted loss keeps the scale of the plain one.
     """
     specs = parse_factors(factors)
-    if not items:
-        raise DataError("group_loss_weights: the training list is empty.")
-    keys = [target_key] + [f.key for f in specs]
-    rows = []
-    for i, item in enumerate(items):
-        missing = [k for k in keys if k not in item]
-        if missing:
-            raise DataError(f"group_loss_weights: training item {i} has no {missing} (keys: {sorted(item)}).")
-        rows.append([int(item[k]) for k in keys])
-    table = np.asarray(rows, dtype=np.int64)
-    groups = group_index(table[:, 0], [table[:, j + 1] for j in range(len(specs))], specs)
+    groups = item_groups(items, specs, target_key, caller="group_loss_weights")
     counts = np.bincount(groups, minlength=num_groups(num_classes, specs)).astype(np.float64)
     present = counts > 0
     weights = np.zeros_like(counts)

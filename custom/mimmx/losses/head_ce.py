@@ -79,11 +79,14 @@ class HeadCrossEntropy(LossTerm):
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         weights = head_weights(self.factors or ctx.factors, self.weights, self.causal_weight)
-        ce = {name: F.cross_entropy(ctx.logits[name], ctx.labels[name]) for name in ctx.logits}
-        if self.group_weights is not None:
-            factors = self.factors or ctx.factors
-            groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
-            per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
-            ce[CAUSAL] = (per_sample * self.group_weights[groups]).mean()
+        ce = {}
+        for name in ctx.logits:
+            if name == CAUSAL and self.group_weights is not None:  # the group-balanced risk of the causal head
+                factors = self.factors or ctx.factors
+                groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
+                per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
+                ce[name] = (per_sample * self.group_weights[groups]).mean()
+            else:
+                ce[name] = F.cross_entropy(ctx.logits[name], ctx.labels[name])
         total = torch.stack([weights[name] * value for name, value in ce.items()]).sum()
         return total, {f"ce_{name}": float(value.detach()) for name, value in ce.items()}
