@@ -123,6 +123,7 @@ def data_overrides(spec: Mapping[str, Any], common: Mapping[str, Any], oracle: b
     out = {
         "dataset_dir": common["data_dirs"][spec["bundle"]],
         f"cohort#synthetic#{COHORT_KEY[spec['bundle']]}": common["cohort_sizes"][spec["bundle"]],
+        "cohort#synthetic#into_dataset_dir": True,  # the benchmark's own data folder, generated on purpose
         "protocol": spec["protocol"],
         "splits#sizes": spec["sizes"],
         "seed": spec["seed"],

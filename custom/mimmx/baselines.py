@@ -259,7 +259,7 @@ def refit_causal_head(
     validation preprocessing): the head is fitted on features, not augmentations. Missing files are skipped
     (a config without that checkpoint); none present is an error. Returns the files refit, with the items used.
     """
-    from mimmx.io_utils import atomic_path
+    from mimmx.checkpoints import load_strict, load_weights, save_weights
 
     groups = item_groups(items, factors, target_key, caller="refit_causal_head")
     labels = np.asarray([int(item[target_key]) for item in items])
@@ -269,13 +269,12 @@ def refit_causal_head(
     head = network.heads["causal"]
     done: dict[str, int] = {}
     for path in present:
-        network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        load_strict(network, load_weights(path, map_location=device), path)
         feats = _causal_features(network, items, transform, device, batch_size)
         w, b = fit_balanced_logistic(feats, labels, groups, head.out_features, n_subsamples, c, seed)
         head.weight.data.copy_(torch.as_tensor(w, dtype=head.weight.dtype))
         head.bias.data.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
-        with atomic_path(path) as tmp:
-            torch.save(network.state_dict(), tmp)
+        save_weights(network.state_dict(), path)
         done[path] = len(items)
         logging.getLogger("mimmx").info("DFR: refit the causal head of %s on %d training items", path, len(items))
     return done

@@ -19,3 +19,11 @@ class SplitError(DataError):
 
 class TrainingError(MimmxError, RuntimeError):
     """Training cannot go on (for example a NaN loss); the message names the iteration."""
+
+
+class CheckpointError(MimmxError, RuntimeError):
+    """A model or checkpoint file is missing, altered (SHA-256 mismatch) or does not fit the configured network."""
+
+
+class InputRejected(DataError):
+    """An image is outside what the bundle scores (wrong modality, SOP class, geometry); the message says why."""

@@ -33,6 +33,8 @@ class TrainingHistory:
 
     The epoch means are also put into ``engine.state.metrics`` (prefixed ``train_``), where MONAI's StatsHandler
     and TensorBoardStatsHandler pick them up. ``validator``'s metrics, when given, join each epoch's record.
+    The history is part of the resumable training checkpoint (``state_dict``), so a resumed run keeps the epochs
+    before the interruption in ``history.json``.
     """
 
     def __init__(self, output_file: str | None = None, validator: Engine | None = None, name: str = "mimmx") -> None:
@@ -51,6 +53,13 @@ class TrainingHistory:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         if self.validator is not None:
             self.validator.add_event_handler(Events.COMPLETED, self._validation_completed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(record) for record in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [dict(record) for record in state.get("history", [])]
+        self._write()
 
     def _epoch_started(self, engine: Engine) -> None:
         self._sums.clear()
@@ -138,9 +147,11 @@ class SelectionCheckpoints:
     group weighted equally, :func:`mimmx.metrics.group_balanced_auroc`: the val split as if the factors were
     independent of the target), puts it into the validator's metrics as ``metric_name`` (so TrainingHistory records
     it per epoch) beside ``val_decision_leakage_<factor>`` (:func:`mimmx.metrics.decision_leakage` on val), saves
-    ``balanced_file`` when it is the best so far and ``last_file`` every time. Attach to the validator after its
-    metric handlers; factor labels are read from the batch (they are in the data list).
-    The running best is not restored on resume: the first validation after a resume saves again.
+    ``balanced_file`` when it is the best so far and ``last_file`` every time, and ``key_file`` (``model.pt``) when
+    ``key_metric`` (the validator's key metric, val AUROC) is the best so far. Every file is written atomically with
+    its SHA-256 beside it (:func:`mimmx.checkpoints.save_weights`). Attach to the validator after its metric
+    handlers; factor labels are read from the batch (they are in the data list). The running bests are part of the
+    resumable training checkpoint (``state_dict``), so a resumed run selects what an uninterrupted one selects.
 
     Args:
         network: the trained network (its state dict is saved flat, like ``model.pt``).
@@ -157,6 +168,8 @@ class SelectionCheckpoints:
         balanced_file: str | None = "model_balanced_val.pt",
         last_file: str | None = "model_last.pt",
         metric_name: str = "val_balanced_auc",
+        key_metric: str | None = None,
+        key_file: str = "model.pt",
     ) -> None:
         from mimmx.factors import parse_factors
 
@@ -167,7 +180,10 @@ class SelectionCheckpoints:
         self.balanced_file = balanced_file
         self.last_file = last_file
         self.metric_name = metric_name
+        self.key_metric = key_metric
+        self.key_file = key_file
         self.best = -float("inf")
+        self.best_key = -float("inf")
         self._scores: list[float] = []
         self._rows: list[list[int]] = []
 
@@ -175,6 +191,13 @@ class SelectionCheckpoints:
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._completed)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best": self.best, "best_key": self.best_key}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.best = float(state.get("best", -float("inf")))
+        self.best_key = float(state.get("best_key", -float("inf")))
 
     def _reset(self, engine: Engine) -> None:
         self._scores, self._rows = [], []
@@ -193,7 +216,7 @@ class SelectionCheckpoints:
 
     def _completed(self, engine: Engine) -> None:
         from mimmx.baselines import group_index
-        from mimmx.io_utils import atomic_path
+        from mimmx.checkpoints import save_weights
         from mimmx.metrics import decision_leakage, group_balanced_auroc
 
         rows = torch.as_tensor(self._rows).numpy().reshape(-1, 1 + len(self.specs))
@@ -209,9 +232,13 @@ class SelectionCheckpoints:
         if self.balanced_file and value is not None and value > self.best:
             self.best = value
             targets.append(self.balanced_file)
+        key = engine.state.metrics.get(self.key_metric) if self.key_metric else None
+        if key is not None and float(key) > self.best_key:  # strictly better, as MONAI's CheckpointSaver
+            self.best_key = float(key)
+            targets.append(self.key_file)
+        state = self.network.state_dict()
         for name in targets:
-            with atomic_path(self.save_dir / name) as tmp:
-                torch.save(self.network.state_dict(), tmp)
+            save_weights(state, self.save_dir / name)
         logging.getLogger("mimmx").info(
             f"epoch {engine.state.epoch}: group-balanced val AUROC {engine.state.metrics[self.metric_name]:.4f} "
             f"(best {self.best:.4f})"

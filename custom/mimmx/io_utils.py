@@ -1,4 +1,10 @@
-"""Atomic writes: a reader never sees a half-written results file, report or figure."""
+"""Atomic writes, the package's one writer: a reader never sees a half-written file, and a crash leaves the old one.
+
+Every file mimmx writes (data lists, checkpoints, model weights, histories, predictions, metrics, reports, figures,
+synthetic tables) goes through :func:`atomic_path`: the content is written to a temporary name in the same folder,
+flushed to disk and renamed over the target, so a process killed at any moment (SIGKILL included) leaves either the
+previous file or the new one, never a torn one. Files get the umask's permissions (``mkstemp`` would give 0600).
+"""
 
 from __future__ import annotations
 
@@ -16,19 +22,27 @@ __all__ = ["atomic_path", "atomic_write_json", "atomic_write_csv", "atomic_write
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary name next to ``path``; on success rename it over ``path``, on error remove it.
-
-    The temporary file is created by the caller (with the umask's permissions, unlike ``mkstemp``'s 0600).
-    """
+    """Yield a fresh temporary name next to ``path``; on success sync it and rename it over ``path``, on error
+    remove it. The caller creates the temporary file (``open(tmp, "x")``, ``torch.save(obj, tmp)``, ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file's data to disk before the rename makes it visible (a power cut must not leave zeros)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -37,9 +51,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2, allow_nan: bool = True) -> None:
     """Write JSON atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=allow_nan) + "\n")
 
 
 def atomic_write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

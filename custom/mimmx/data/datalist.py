@@ -10,37 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mimmx.data.splits import SPLIT_NAMES
 from mimmx.errors import DataError
+from mimmx.io_utils import atomic_write_json
 
 __all__ = ["write_datalist", "read_datalist", "datalist_base_dir"]
 
 
 def write_datalist(path: str | os.PathLike, splits: Mapping[str, Sequence[Mapping]], metadata: Mapping) -> None:
-    """Write metadata and one list per split as JSON, atomically (temp file in the same folder + os.replace)."""
+    """Write metadata and one list per split as JSON, atomically (:mod:`mimmx.io_utils`), readable by all."""
     path = Path(path)
     if "metadata" in splits:
         raise DataError(f"{path}: 'metadata' cannot be a split name.")
     content = {"metadata": dict(metadata), **{name: [dict(item) for item in items] for name, items in splits.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_json(path, content, indent=1, allow_nan=False)
 
 
 def read_datalist(path: str | os.PathLike, splits: Sequence[str] = SPLIT_NAMES) -> dict:

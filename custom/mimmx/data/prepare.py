@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mimmx.config import as_bool, as_optional
 from mimmx.data.chexpert import read_chexpert
 from mimmx.data.cohort import read_cohort
 from mimmx.data.datalist import read_datalist, write_datalist
@@ -60,20 +61,24 @@ def prepare_datalist(
     splits: Mapping,
     seed: int = 0,
     overwrite: bool = False,
+    default_dataset_dir: str | os.PathLike | None = None,
 ) -> str:
     """Build (or reuse) the data list and return its path.
 
     Relative paths (``datalist_file``, ``cohort.csv``, ``cohort.image_root``) are relative to
     ``dataset_dir``. A missing table is generated first when ``cohort.synthetic`` names a
-    generator of :data:`GENERATORS`. The file is rebuilt when ``overwrite`` is true or its
-    stored fingerprint differs from the one of these inputs.
+    generator of :data:`GENERATORS`, and only into the bundle's own ``default_dataset_dir``: a
+    folder the user pointed at (a mistyped ``--dataset_dir``) never silently fills with synthetic
+    images; ``cohort.synthetic.into_dataset_dir: true`` asks for that by name. The file is rebuilt
+    when ``overwrite`` is true or its stored fingerprint differs from the one of these inputs.
     """
     dataset_dir = Path(dataset_dir)
+    cohort = {k: as_optional(v, f"cohort#{k}") for k, v in cohort.items()} if isinstance(cohort, Mapping) else cohort
     out = _under(dataset_dir, datalist_file)
     reader, csv_path, image_root, reader_kwargs = _parse_cohort(dataset_dir, cohort, target)
     specs = parse_factors(factors)
     split_args = _parse_splits(splits)
-    csv_path = _ensure_table(csv_path, dataset_dir, cohort.get("synthetic"), seed)
+    csv_path = _ensure_table(csv_path, dataset_dir, cohort.get("synthetic"), seed, default_dataset_dir)
 
     fp = fingerprint(
         {
@@ -177,18 +182,38 @@ def _parse_splits(splits: Mapping) -> dict:
     return out
 
 
-def _ensure_table(csv_path: Path, dataset_dir: Path, synthetic: Mapping | None, seed: int) -> Path:
-    """The cohort table, generated first by the configured synthetic generator when it is missing."""
+def _ensure_table(
+    csv_path: Path, dataset_dir: Path, synthetic: Mapping | None, seed: int, default_dir: str | os.PathLike | None
+) -> Path:
+    """The cohort table, generated first by the configured synthetic generator when it is missing and the folder is
+    the bundle's own data folder (or ``synthetic.into_dataset_dir`` asks for it)."""
     if csv_path.is_file():
         return csv_path
     if not synthetic:
         raise DataError(
             f"{csv_path}: cohort table not found (and cohort#synthetic is not set). "
-            "Point cohort#csv at the table, or set cohort#synthetic to generate a synthetic cohort."
+            "Point --dataset_dir at the folder holding the table, or cohort#csv at the table itself."
+        )
+    if not isinstance(synthetic, Mapping):
+        raise ConfigError(f"cohort#synthetic: expected a mapping with 'generator' or null, got {synthetic!r}.")
+    asked = as_bool(synthetic.get("into_dataset_dir", False), "cohort#synthetic#into_dataset_dir")
+    own = default_dir is None or dataset_dir.resolve() == Path(default_dir).resolve()
+    if not (own or asked):
+        where = "does not exist" if not dataset_dir.exists() else "exists but has no such table"
+        raise DataError(
+            f"dataset_dir {str(dataset_dir)!r} {where}: cohort table {csv_path} not found. Check --dataset_dir "
+            f"(and --cohort#csv). A synthetic cohort is only generated into the bundle's own data folder "
+            f"({default_dir}); to generate one into this folder on purpose, pass "
+            "--cohort#synthetic#into_dataset_dir true, or run 'mimmx generate' first."
         )
     generator = _resolve_generator(synthetic)
-    kwargs = {k: v for k, v in synthetic.items() if k != "generator"}
-    logger.info("cohort table %s not found: generating a synthetic cohort with %r", csv_path, synthetic["generator"])
+    kwargs = {k: v for k, v in synthetic.items() if k not in ("generator", "into_dataset_dir")}
+    logger.warning(
+        "cohort table %s not found: generating a SYNTHETIC cohort (%r) into %s; this run trains on synthetic data.",
+        csv_path,
+        synthetic["generator"],
+        dataset_dir,
+    )
     dataset_dir.mkdir(parents=True, exist_ok=True)
     written = generator(**{"out_dir": str(dataset_dir), "seed": seed, **kwargs})
     if not csv_path.is_file():

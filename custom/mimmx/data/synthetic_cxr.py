@@ -17,7 +17,6 @@ moderate contrast, variable extent, inside the lung bases where ribs and noise a
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mimmx.data.cues import FromKwargs
+from mimmx.io_utils import atomic_path, atomic_write_json
 
 __all__ = [
     "CHEXPERT_COLUMNS",
@@ -470,18 +470,6 @@ def _write_images(
         bar.update(len(idx))
 
 
-def _write_text_atomic(path: Path, write) -> None:
-    """Write through a temporary name in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def generate_cxr_cohort(
     out_dir: str | os.PathLike,
     num_patients: int = 6000,
@@ -549,15 +537,13 @@ def generate_cxr_cohort(
         "seed": seed,
         "cues": asdict(cues),
     }
-    _write_text_atomic(release / "synthetic_cohort.json", lambda f: json.dump(settings, f, indent=2))
+    atomic_write_json(release / "synthetic_cohort.json", settings)
     rows = _rows(labels, cells)
 
-    def write_csv(f) -> None:
+    with atomic_path(csv_path) as tmp, open(tmp, "x", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CHEXPERT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-
-    _write_text_atomic(csv_path, write_csv)
     return str(csv_path)
 
 
