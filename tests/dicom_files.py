@@ -36,7 +36,9 @@ def write_radiograph_dicom(
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]) if affine is None else affine), path)
+    nib.save(
+        nib.Nifti1Image(data.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]) if affine is None else affine), path
+    )
     return path
 
 

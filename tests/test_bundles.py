@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ckpt_export, run, verify_net_in_out
+from monai.bundle import run, verify_net_in_out
 
-from mimmx.errors import ConfigError, DataError
+from mimmx.checkpoints import hash_file, sha256_file
+from mimmx.errors import CheckpointError, ConfigError, DataError
+from mimmx.export import export_torchscript
 from mimmx.methods import method_overrides
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
@@ -143,10 +145,15 @@ def test_every_baseline_trains_through_the_bundle(method, tmp_path):
         assert all(torch.equal(state[k], trained[k]) for k in trained if k.startswith("backbone."))
 
 
+def _inference_overrides(name: str) -> dict:
+    """The small run's sizes, and the training config the inference config reads its factors from."""
+    return {**INFERENCE_SMALL[name], "train_config": _configs(name)["train"]}
+
+
 def test_inference_writes_one_prediction_per_image(trained):
     name, root = trained
     images = sorted((root / "data").glob(DEFAULT_INPUTS[name]))
-    run("run", bundle_root=str(root), config_file=_configs(name)["inference"], **INFERENCE_SMALL[name])
+    run("run", bundle_root=str(root), config_file=_configs(name)["inference"], **_inference_overrides(name))
     with open(root / "eval" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     negative, positive = CLASSES[name]
@@ -161,26 +168,76 @@ def test_inference_writes_one_prediction_per_image(trained):
 def test_verify_net_in_out_and_torchscript_export(trained):
     name, root = trained
     cfg = _configs(name)
-    verify_net_in_out(net_id="network_def", meta_file=cfg["metadata"], config_file=cfg["inference"])
-    ts = root / "models" / "model.ts"
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(ts),
-        ckpt_file=str(root / "models" / "model.pt"),
-        meta_file=cfg["metadata"],
-        config_file=cfg["inference"],
+    verify_net_in_out(
+        net_id="network_def", meta_file=cfg["metadata"], config_file=cfg["inference"], train_config=cfg["train"]
     )
-    scripted = torch.jit.load(str(ts))
-    assert scripted(torch.rand(*EXPORT_INPUT[name])).shape == (2, 2)
+    ts = export_torchscript(root, config_file=cfg["inference"], meta_file=cfg["metadata"], train_config=cfg["train"])
+    scripted = torch.jit.load(ts)
+    x = torch.rand(*EXPORT_INPUT[name])
+    assert scripted(x).shape == (2, 2)
+    # the exported module carries the trained weights: it computes what model.pt computes
+    from mimmx.networks import MIMMXNet
+
+    net = MIMMXNet(
+        spatial_dims=2 if name == "cxr" else 3,
+        in_channels=1,
+        num_classes=2,
+        factors=_train_factors(name),
+        backbone="small_cnn",
+        partition_dim=32,
+    ).eval()
+    net.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
+    assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+def _train_factors(name: str) -> list:
+    from mimmx.config import config_value
+
+    return config_value(_configs(name)["train"], "factors")
+
+
+def test_export_with_a_factor_list_that_does_not_fit_fails_by_name(trained, tmp_path):
+    name, root = trained
+    cfg = _configs(name)
+    fewer = _train_factors(name)[:1]
+    with pytest.raises(CheckpointError, match=r"model\.pt: the weights do not fit.*unexpected keys"):
+        export_torchscript(
+            root, filepath=tmp_path / "m.ts", config_file=cfg["inference"], meta_file=cfg["metadata"], factors=fewer
+        )
+    assert not (tmp_path / "m.ts").exists()
+
+
+def test_a_changed_model_file_is_refused_by_name(trained, tmp_path):
+    name, root = trained
+    model = root / "models" / "model.pt"
+    assert hash_file(model).read_text().split()[0] == sha256_file(model)
+    copy = tmp_path / "model.pt"
+    copy.write_bytes(model.read_bytes()[:-8] + b"\0" * 8)
+    hash_file(copy).write_bytes(hash_file(model).read_bytes())
+    with pytest.raises(Exception) as info:
+        run(
+            "run",
+            bundle_root=str(root),
+            config_file=_configs(name)["inference"],
+            model_file=str(copy),
+            **_inference_overrides(name),
+        )
+    cause = _root_cause(info.value)
+    assert isinstance(cause, CheckpointError) and "does not match" in str(cause) and str(copy) in str(cause)
+    assert not (root / "eval" / "predictions.csv").exists(), "a failed run leaves no predictions behind"
 
 
 def test_resume_from_training_checkpoint(trained):
     name, root = trained
     ckpt = next((root / "models").glob("training_checkpoint_epoch=1.pt"))
-    overrides = {**SMALL[name], "max_epochs": 2, "train#resume_from": str(ckpt)}
+    before = json.loads((root / "eval" / "history.json").read_text())
+    overrides = {**SMALL[name], "max_epochs": 2, "train#resume_from": "latest"}
     run("training", bundle_root=str(root), config_file=_configs(name)["train"], **overrides)
     history = json.loads((root / "eval" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [2], "a resumed run continues at epoch 2"
+    assert [h["epoch"] for h in history] == [1, 2], "a resumed run continues at epoch 2 and keeps epoch 1"
+    assert history[0] == before[0]
+    ckpt = next((root / "models").glob("training_checkpoint_epoch=2.pt"))
+    assert not (root / "models" / "training_checkpoint_epoch=1.pt").exists(), "only the newest checkpoint is kept"
     objective = torch.load(ckpt, map_location="cpu", weights_only=True)["objective"]
     assert objective["factor_mi._extra_state"]["optimizer"]["state"], "critics' optimiser state is checkpointed"
     assert any(k.startswith("factor_mi.critics.") for k in objective)

@@ -5,20 +5,29 @@ mimmx splits bundles/mimmx_cxr/data/datalist.json        # buckets and achieved 
 mimmx audit bundles/mimmx_cxr/data/datalist.json         # factor-target association and tiny groups per split
 mimmx evaluate bundles/mimmx_cxr                         # metrics.json + report.md of the bundle's best model
 mimmx report bundles/mimmx_cxr/eval/metrics.json         # re-render the report from saved outputs
+mimmx predict bundles/mimmx_cxr /data/a.dcm /data/b.png # predictions.csv + errors.csv of the bundle's model
+mimmx export bundles/mimmx_cxr                           # models/model.ts, weights loaded strictly
 mimmx methods                                            # the baselines' config overrides
+
+An error about input prints one line naming the file, row or config id and what was expected (exit status 1);
+``--debug`` anywhere on the line shows the full traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import fire
 
 from mimmx.audit import audit_datalist, format_audit
+from mimmx.config import coerce_cli_value
 from mimmx.data import GENERATORS, format_report, read_datalist
-from mimmx.errors import ConfigError
+from mimmx.errors import ConfigError, MimmxError
 from mimmx.methods import DESCRIPTIONS, method_arguments
 
 
@@ -47,21 +56,22 @@ class Commands:
     def evaluate(self, bundle_root: str, **overrides: Any) -> None:
         """Run the bundle's ``evaluating`` workflow (train.yaml + evaluate.yaml); ``--id value`` overrides config ids,
         e.g. ``--model_file runs/x/model.pt --output_dir runs/x/eval --bootstrap_samples 200``."""
-        from monai.bundle import run
+        _run_bundle(bundle_root, "evaluating", ["train.yaml", "evaluate.yaml"], overrides)
 
-        root = Path(bundle_root)
-        configs = [root / "configs" / "train.yaml", root / "configs" / "evaluate.yaml"]
-        missing = [str(c) for c in configs if not c.is_file()]
-        if missing:
-            raise ConfigError(f"evaluate: {bundle_root!r} is not a mimmx bundle: missing {missing}.")
-        logging_file = root / "configs" / "logging.conf"
-        run(
-            run_id="evaluating",
-            bundle_root=str(root),
-            config_file=[str(c) for c in configs],
-            logging_file=str(logging_file) if logging_file.is_file() else None,
-            **overrides,
-        )
+    def predict(self, bundle_root: str, *inputs: str, **overrides: Any) -> None:
+        """Score image files (or DICOM series folders, or one quoted glob pattern) with the bundle's model; writes
+        ``eval/predictions.csv`` and, for every input left out with its reason, ``eval/errors.csv``."""
+        if not inputs:
+            raise ConfigError("predict: give the bundle folder, then one or more image files or a quoted glob.")
+        source: Any = inputs[0] if len(inputs) == 1 and any(c in inputs[0] for c in "*?[") else list(inputs)
+        _run_bundle(bundle_root, "run", ["inference.yaml"], {"input_glob": source, **overrides})
+
+    def export(self, bundle_root: str, **overrides: Any) -> str:
+        """TorchScript export of ``models/model.pt`` (``--filepath``, ``--ckpt_file`` to change the files); fails by
+        name when the weights do not fit the network ``inference.yaml`` builds."""
+        from mimmx.export import export_torchscript
+
+        return export_torchscript(bundle_root, **{k: coerce_cli_value(v) for k, v in overrides.items()})
 
     def report(
         self,
@@ -83,16 +93,74 @@ class Commands:
     def methods(self) -> None:
         """Print every benchmarked method with the overrides that select it in ``monai.bundle run training``."""
         for name, text in DESCRIPTIONS.items():
-            print(f"{name:<12} {text}\n{'':<12} {' '.join(method_arguments(name)) or '(the bundle as shipped)'}")
+            args = shlex.join(method_arguments(name)) or "(the bundle as shipped)"
+            print(f"{name:<12} {text}\n{'':<12} {args}")
+
+
+def _run_bundle(bundle_root: str, run_id: str, config_names: list[str], overrides: dict[str, Any]) -> None:
+    """``monai.bundle run`` of a bundle's configs, with 'false'/'true'/'null' overrides read as YAML would."""
+    from monai.bundle import run
+
+    root = Path(bundle_root)
+    configs = [root / "configs" / name for name in config_names]
+    missing = [str(c) for c in configs if not c.is_file()]
+    if missing:
+        raise ConfigError(f"{bundle_root!r} is not a mimmx bundle folder: missing {missing}.")
+    logging_file = root / "configs" / "logging.conf"
+    run(
+        run_id=run_id,
+        bundle_root=str(root),
+        config_file=[str(c) for c in configs] if len(configs) > 1 else str(configs[0]),
+        logging_file=str(logging_file) if logging_file.is_file() else None,
+        **{k: coerce_cli_value(v) for k, v in overrides.items()},
+    )
 
 
 def _existing(path: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def main() -> None:
-    fire.Fire(Commands, name="mimmx")
+def named_error(error: BaseException) -> MimmxError | None:
+    """The mimmx error behind ``error``: MONAI wraps it in config-expression and transform errors."""
+    seen: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and e not in seen:
+        if isinstance(e, MimmxError):
+            return e
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def usage() -> str:
+    """The commands, one line each, from their docstrings."""
+    lines = ["usage: mimmx COMMAND [ARGS] [--debug]", "", "commands:"]
+    for name, member in inspect.getmembers(Commands, inspect.isfunction):
+        if not name.startswith("_"):
+            summary = (inspect.getdoc(member) or "").split(";")[0].split("\n")[0]
+            lines.append(f"  {name:<10} {summary}")
+    lines += ["", "mimmx COMMAND --help shows a command's arguments."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of the ``mimmx`` command: one readable line for a named error, the traceback with ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    try:
+        fire.Fire(Commands, command=argv, name="mimmx")
+    except Exception as e:
+        error = named_error(e)
+        if debug or error is None:
+            raise
+        print(f"mimmx: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

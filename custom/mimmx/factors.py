@@ -114,6 +114,7 @@ class FactorSpec:
     key: str = ""
     weight: float = 1.0
     class_names: list[str] = field(default_factory=list)
+    valid_range: tuple[float, float] | None = None  # plausible numeric values; rows outside are dropped, counted
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -144,6 +145,20 @@ def _interval_name(lo: float | None, hi: float | None) -> str:
     return f"{lo:g}-{hi:g}"
 
 
+def _valid_range(value: Any, config_id: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"{config_id}#valid_range: expected [low, high], got {value!r}.")
+    try:
+        lo, hi = float(value[0]), float(value[1])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{config_id}#valid_range: expected two numbers, got {value!r}.") from e
+    if lo > hi:
+        raise ConfigError(f"{config_id}#valid_range: low {lo:g} > high {hi:g}.")
+    return lo, hi
+
+
 _RESERVED = {"causal", "image", "label", "patient_id"}
 
 
@@ -164,7 +179,9 @@ def parse_factors(config: Sequence[Mapping[str, Any]] | None, config_id: str = "
         else:
             if not isinstance(item, Mapping) or "name" not in item:
                 raise ConfigError(f"{cid}: each factor needs at least a 'name', got {item!r}.")
-            unknown = set(item) - {"name", "column", "key", "classes", "bins", "weight", "class_names", "type"}
+            unknown = set(item) - {
+                "name", "column", "key", "classes", "bins", "weight", "class_names", "type", "valid_range"
+            }
             if unknown:
                 raise ConfigError(f"{cid}: unknown field(s) {sorted(unknown)}.")
             values = ValueMap(classes=item.get("classes"), bins=item.get("bins"), config_id=cid)
@@ -178,6 +195,7 @@ def parse_factors(config: Sequence[Mapping[str, Any]] | None, config_id: str = "
                 key=str(item.get("key", "")),
                 weight=weight,
                 class_names=[str(c) for c in item.get("class_names", [])],
+                valid_range=_valid_range(item.get("valid_range"), cid),
             )
             declared = item.get("type")
             if declared not in (None, "binary", "categorical", "continuous"):

@@ -70,7 +70,7 @@ class TrainingHistory:
         out = _first(engine.state.output)
         for key, value in out.items():
             if isinstance(key, str) and key.startswith(_STAT_PREFIXES) or key == Keys.LOSS:
-                self._sums[key] += float(value)
+                self._sums[str.__str__(key)] += float(value)  # a plain str: CommonKeys members do not unpickle safely
         self._count += 1
 
     def _epoch_completed(self, engine: Engine) -> None:

@@ -93,8 +93,13 @@ class ScreenedDataset(Dataset):
                 f"none of the {len(data)} input(s) could be scored; each is listed with its reason in "
                 f"{self.errors_file} (first: {first})"
             )
-        logger.info("%d of %d input(s) will be scored; %d left out (%s)", len(kept), len(data), len(self.errors),
-                    self.errors_file)
+        logger.info(
+            "%d of %d input(s) will be scored; %d left out (%s)",
+            len(kept),
+            len(data),
+            len(self.errors),
+            self.errors_file,
+        )
         super().__init__(data=kept, transform=None)
 
 

@@ -18,7 +18,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mimmx.data.table import cell_getter, check_images, column_index, encode_factors, read_table, reader_report
+from mimmx.config import as_bool
+from mimmx.data.table import (
+    MAX_UNRECOGNISED,
+    cell_getter,
+    check_drops,
+    check_images,
+    column_index,
+    encode_factors,
+    read_table,
+    reader_report,
+)
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import FactorSpec, normalise_value, parse_factors
 
@@ -44,6 +54,7 @@ def read_chexpert(
     views: Sequence[str] | str | None = ("AP", "PA"),
     image_root: str | os.PathLike | None = None,
     check_files: bool = True,
+    max_unrecognised: float = MAX_UNRECOGNISED,
 ) -> tuple[list[dict], dict]:
     """Items and a report (rows read/kept, drops per reason, label counts, absolute image_root).
 
@@ -51,8 +62,13 @@ def read_chexpert(
     ``blank`` maps a blank target to 0 ("zeros", CheXpert's convention) or a dropped row. Each
     dropped row is counted once, under the first reason that applies, in the order lateral,
     view, target, factors (in config order), so the drop counts add up to rows_read - rows_kept.
+    All drops are logged in one warning; more than ``max_unrecognised`` of the rows with a value
+    a factor does not declare is an error naming the column and the values
+    (:func:`mimmx.data.table.check_drops`).
     """
     csv_path = Path(csv_path)
+    frontal_only = as_bool(frontal_only, "cohort#frontal_only")
+    check_files = as_bool(check_files, "cohort#check_files")
     _check_choice("uncertain", uncertain, UNCERTAIN_POLICIES)
     _check_choice("blank", blank, BLANK_POLICIES)
     specs = parse_factors(factors) if factors else []
@@ -99,8 +115,11 @@ def read_chexpert(
         root = csv_path.resolve().parent
     if check_files:
         check_images(csv_path, root, items, lines, column=PATH_COLUMN)
-    drop_keys = ["lateral", "view", "uncertain_target", "blank_target"] + [f"factor:{s.key}" for s in specs]
-    return items, reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
+    drop_keys = ["lateral", "view", "uncertain_target", "blank_target"]
+    drop_keys += [f"{reason}:{s.key}" for s in specs for reason in ("implausible", "factor")]
+    report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
+    check_drops(csv_path, report, {s.key: (s.column, s.values) for s in specs}, max_unrecognised)
+    return items, report
 
 
 def default_image_root(csv_path: str | os.PathLike, first_path: str) -> Path:

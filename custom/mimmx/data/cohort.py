@@ -21,7 +21,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mimmx.data.table import cell_getter, check_images, column_index, encode_factors, read_table, reader_report
+from mimmx.config import as_bool
+from mimmx.data.table import (
+    MAX_UNRECOGNISED,
+    cell_getter,
+    check_drops,
+    check_images,
+    column_index,
+    encode_factors,
+    read_table,
+    reader_report,
+)
 from mimmx.errors import ConfigError, DataError
 from mimmx.factors import FactorSpec, ValueMap, parse_factors
 
@@ -40,6 +50,7 @@ def read_cohort(
     image_column: str = "image",
     image_root: str | os.PathLike | None = None,
     check_files: bool = True,
+    max_unrecognised: float = MAX_UNRECOGNISED,
 ) -> tuple[list[dict], dict]:
     """Items and a report (rows read/kept, drops per reason, unmapped values, label counts, absolute image_root).
 
@@ -49,8 +60,12 @@ def read_cohort(
     (reason "target") or a factor (reason "factor:<key>", in config order) matches no class;
     the drop counts add up to rows_read - rows_kept. A blank subject id or image cell is an error
     naming the line, as is an image that does not exist (file, or folder for a DICOM series).
+    All drops are logged in one warning; more than ``max_unrecognised`` of the rows with a value
+    the target or a factor does not declare ("3T" where 3.0 was declared) is an error naming the
+    column and the values (:func:`mimmx.data.table.check_drops`).
     """
     csv_path = Path(csv_path)
+    check_files = as_bool(check_files, "cohort#check_files")
     target_map = _target_map(classes, bins)
     specs = parse_factors(factors) if factors else []
 
@@ -79,8 +94,10 @@ def read_cohort(
 
     if check_files:
         check_images(csv_path, root, items, lines, column=image_column)
-    drop_keys = [_TARGET_KEY] + [f"factor:{s.key}" for s in specs]
+    drop_keys = [_TARGET_KEY] + [f"{reason}:{s.key}" for s in specs for reason in ("implausible", "factor")]
     report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
+    value_maps = {_TARGET_KEY: (target, target_map), **{s.key: (s.column, s.values) for s in specs}}
+    check_drops(csv_path, report, value_maps, max_unrecognised)
     report["n_dicom_folders"] = sum(1 for item in items if (root / item["image"]).is_dir())
     return items, report
 

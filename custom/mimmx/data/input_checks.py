@@ -25,7 +25,10 @@ __all__ = ["IMAGE_SOP_CLASSES", "SECONDARY_CAPTURE", "check_dicom_header", "chec
 # image a classifier can score
 IMAGE_SOP_CLASSES: dict[str, tuple[str, ...]] = {
     "CR": ("1.2.840.10008.5.1.4.1.1.1",),  # Computed Radiography Image Storage
-    "DX": ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1"),  # Digital X-Ray, for presentation/processing
+    "DX": (
+        "1.2.840.10008.5.1.4.1.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.1.1.1",
+    ),  # Digital X-Ray, for presentation/processing
     "MR": ("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"),  # MR Image Storage, Enhanced MR
 }
 # a Secondary Capture (a digitised film, a PACS export) is accepted when its Modality is one the bundle takes

@@ -264,6 +264,7 @@ def _spec_fingerprint(spec: FactorSpec) -> dict:
         "classes": spec.values.classes,
         "bins": spec.values.bins,
         "class_names": list(spec.class_names),
+        "valid_range": spec.valid_range,
     }
 
 

@@ -6,17 +6,34 @@ Every error names the file and, where there is one, the line; nothing here knows
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mimmx.errors import DataError
-from mimmx.factors import FactorSpec
+from mimmx.errors import ConfigError, DataError
+from mimmx.factors import FactorSpec, normalise_value
 
-__all__ = ["read_table", "column_index", "cell_getter", "encode_factors", "check_images", "reader_report"]
+__all__ = [
+    "read_table",
+    "column_index",
+    "cell_getter",
+    "encode_factors",
+    "check_images",
+    "reader_report",
+    "check_drops",
+    "MAX_UNRECOGNISED",
+]
+
+logger = logging.getLogger("mimmx.data")
 
 MAX_NAMED = 5  # missing files / unmapped values named in one message
 MAX_VALUES = 10  # distinct unmapped values kept per factor in the report
+# rows whose value in one column no class lists, as a fraction of the rows read, above which the table is refused:
+# a few odd cells ("Unknown" sex) are dropped and counted; many mean the declaration does not fit the table ("3T"
+# where 3.0 was declared) and the remaining rows would be a biased subset
+MAX_UNRECOGNISED = 0.02
+TOLERATED_UNRECOGNISED = 10  # so many rows per column are always only dropped and counted (tiny tables)
 
 
 def read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -32,6 +49,8 @@ def read_table(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise DataError(f"{csv_path}: cannot read the cohort table ({e}).") from e
     if not header or not any(c.strip() for c in header):
         raise DataError(f"{csv_path}: the cohort table is empty (no header row).")
+    if not rows:
+        raise DataError(f"{csv_path}: the cohort table has a header but no data rows; expected one row per image.")
     header = [c.strip() for c in header]
     duplicates = sorted(c for c, n in Counter(header).items() if n > 1)
     if duplicates:
@@ -61,9 +80,19 @@ def cell_getter(csv_path: Path, line: int, row: list[str], col: dict[str, int]):
 def encode_factors(
     item: dict, specs: Sequence[FactorSpec], cell, dropped: Counter, unmapped: dict[str, Counter]
 ) -> bool:
-    """Add each factor's class index to ``item``; False (and a counted drop) when one has none."""
+    """Add each factor's class index to ``item``; False (and a counted drop) when one has none.
+
+    A numeric value outside the factor's ``valid_range`` (an age of 0 or 150) is dropped as "implausible:<key>"
+    before it could land in a bin.
+    """
     for spec in specs:
         raw = cell(spec.column)
+        if spec.valid_range is not None:
+            value = normalise_value(raw)
+            lo, hi = spec.valid_range
+            if isinstance(value, float) and not lo <= value <= hi:
+                dropped[f"implausible:{spec.key}"] += 1
+                return False
         code = spec.encode(raw)
         if code is None:
             dropped[f"factor:{spec.key}"] += 1
@@ -110,7 +139,51 @@ def reader_report(
         "unmapped_values": {
             k: {("<blank>" if v == "" else v): n for v, n in c.most_common(MAX_VALUES)} for k, c in unmapped.items()
         },
+        "all_unmapped": {k: dict(c) for k, c in unmapped.items() if c},
         "label_counts": {"0": labels.get(0, 0), "1": labels.get(1, 0)},
         "n_patients": len({item["patient_id"] for item in items}),
         "image_root": str(root),
     }
+
+
+def check_drops(
+    csv_path: Path,
+    report: Mapping,
+    value_maps: Mapping[str, tuple[str, object]],
+    max_unrecognised: float = MAX_UNRECOGNISED,
+) -> None:
+    """Log every drop of a reader in one warning, counted by reason; refuse the table when too many rows of one
+    column hold values the declaration does not know.
+
+    ``value_maps`` maps a report key (factor key, or "target") to (column, ValueMap). A value is *unrecognised*
+    when no class lists it, or, for binned columns, when it is not a number (a number between bins is an expected
+    drop). Blank cells count as unrecognised unless a class lists null. Up to ``TOLERATED_UNRECOGNISED`` rows
+    per column are always tolerated.
+    """
+    if not 0.0 <= float(max_unrecognised) <= 1.0:
+        raise ConfigError(f"cohort#max_unrecognised: expected a fraction in [0, 1], got {max_unrecognised!r}.")
+    rows = max(int(report["rows_read"]), 1)
+    dropped = {k: n for k, n in report["dropped"].items() if n}
+    if dropped:
+        parts = ", ".join(f"{k} {n}" for k, n in dropped.items())
+        logger.warning(
+            "%s: kept %d of %d rows; dropped %d: %s (see the data list's metadata.reader_report)",
+            csv_path,
+            report["rows_kept"],
+            report["rows_read"],
+            sum(dropped.values()),
+            parts,
+        )
+    for key, counts in report.get("all_unmapped", {}).items():
+        column, values = value_maps[key]
+        bad = {v: n for v, n in counts.items() if not (values.bins is not None and isinstance(normalise_value(v), float))}
+        total = sum(bad.values())
+        if total > TOLERATED_UNRECOGNISED and total / rows > max_unrecognised:
+            shown = ", ".join(f"{('<blank>' if v == '' else v)!r} ({n})" for v, n in Counter(bad).most_common(MAX_NAMED))
+            expected = values.classes if values.classes is not None else f"numbers in the bins {values.bins}"
+            raise DataError(
+                f"{csv_path}: column {column!r} has {total} of {report['rows_read']} rows ({100 * total / rows:.1f}%) "
+                f"with values no class of {key!r} lists: {shown}. Expected {expected}. Fix the table or declare these "
+                f"values in the config (more than {100 * max_unrecognised:g}% of the rows would be dropped silently "
+                "otherwise; cohort#max_unrecognised sets this limit)."
+            )
