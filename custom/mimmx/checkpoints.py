@@ -15,6 +15,7 @@ uninterrupted run with the same seed ends (``scripts/fault_check.py`` checks thi
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -62,9 +63,12 @@ def hash_file(path: str | os.PathLike) -> Path:
 def save_weights(obj: Any, path: str | os.PathLike) -> str:
     """``torch.save`` atomically, then record the file's SHA-256 beside it; returns the hash."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-        digest = sha256_file(tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # through memory: torch names the archive after the file, a temporary name would change
+    data = buffer.getvalue()  # the bytes, and equal weights must give equal files and hashes
+    digest = hashlib.sha256(data).hexdigest()
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
     atomic_write_text(hash_file(path), f"{digest}  {path.name}\n")
     return digest
 

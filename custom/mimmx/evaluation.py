@@ -11,6 +11,7 @@ goes to one metrics JSON with stable keys (see :mod:`mimmx.report` for the rende
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from mimmx.probes import leakage_probes, posthoc_mi
 from mimmx.report import format_summary
 
 __all__ = ["collect_outputs", "score_split", "evaluate_splits", "save_features", "TEST_SPLITS", "PROBE_SPLIT"]
+
+logger = logging.getLogger("mimmx")
 
 TEST_SPLITS = ("test_id", "test_inverted", "test_balanced")
 PROBE_SPLIT = "test_balanced"
@@ -74,21 +77,27 @@ def score_split(
     target_names: Sequence[str],
     n_boot: int = 1000,
     seed: int = 0,
+    patients: Sequence[str] | None = None,
 ) -> dict:
-    """Causal metrics, per-factor groups, switched AUROC and head AUROC of one split."""
+    """Causal metrics, per-factor groups, switched AUROC and head AUROC of one split.
+
+    With ``patients`` (one id per row) the bootstrap CIs resample patients, and ``n_patients`` is reported.
+    """
     causal, y = probs[CAUSAL], labels[CAUSAL]
+    clusters = None if patients is None else np.asarray(patients)
     out: dict[str, Any] = {
         "n": int(len(y)),
-        "causal": classification_metrics(y, causal, n_boot=n_boot, seed=seed),
+        "n_patients": None if clusters is None else int(len(np.unique(clusters))),
+        "causal": classification_metrics(y, causal, n_boot=n_boot, seed=seed, clusters=clusters),
         "roc": roc_curve_points(y, causal),
         "factors": {},
     }
     for spec in factors:
         z = labels[spec.name]
-        entry = group_metrics(y, causal, z, spec.class_names, target_names, n_boot=n_boot, seed=seed)
+        entry = group_metrics(y, causal, z, spec.class_names, target_names, n_boot=n_boot, seed=seed, clusters=clusters)
         head = probs.get(spec.name)
         entry["head_auroc"] = auroc(z, head) if head is not None else None
-        entry["switched_auroc"] = switched_auroc(z, causal, n_boot=n_boot, seed=seed)
+        entry["switched_auroc"] = switched_auroc(z, causal, n_boot=n_boot, seed=seed, clusters=clusters)
         out["factors"][spec.name] = entry
     worst_auc = [f["worst_group_auroc"] for f in out["factors"].values() if f["worst_group_auroc"] is not None]
     worst_acc = [f["worst_group_accuracy"] for f in out["factors"].values() if f["worst_group_accuracy"] is not None]
@@ -117,7 +126,8 @@ def _loader(datalist_file: str, split: str, base_dir: str, transform: Callable, 
         items = load_decathlon_datalist(datalist_file, is_segmentation=False, data_list_key=split, base_dir=base_dir)
     except (ValueError, KeyError) as e:
         raise DataError(f"{datalist_file}: cannot read split {split!r}: {e}") from e
-    return DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers)
+    patients = [str(item["patient_id"]) for item in items] if all("patient_id" in i for i in items) else None
+    return DataLoader(Dataset(items, transform), batch_size=batch_size, num_workers=num_workers), patients
 
 
 def evaluate_splits(
@@ -160,20 +170,27 @@ def evaluate_splits(
     collected = {}
     fit_mi = probes and mi_steps > 0
     wanted = list(splits) + ([MI_FIT_SPLIT] if fit_mi and MI_FIT_SPLIT not in splits else [])
+    patients = {}
     for split in wanted:
-        loader = _loader(datalist_file, split, base_dir, transform, batch_size, num_workers)
+        loader, patients[split] = _loader(datalist_file, split, base_dir, transform, batch_size, num_workers)
+        _progress(f"predicting {split} ({len(loader.dataset)} images)")
         collected[split] = collect_outputs(network, loader, label_keys, device, desc=f"evaluate {split}")
     for split in splits:
         probs, labels, _ = collected[split]
-        results["splits"][split] = score_split(probs, labels, specs, target_names, n_boot=n_boot, seed=seed)
+        _progress(f"scoring {split} ({n_boot} bootstrap resamples{' of patients' if patients[split] else ''})")
+        results["splits"][split] = score_split(
+            probs, labels, specs, target_names, n_boot=n_boot, seed=seed, patients=patients[split]
+        )
 
     if PROBE_SPLIT in collected:
         probs, labels, _ = collected[PROBE_SPLIT]
         results["decision_leakage"] = _decision_leakage(probs[CAUSAL], labels, specs)
     if probes and PROBE_SPLIT in collected:
         _, labels, feats = collected[PROBE_SPLIT]
+        _progress(f"leakage probes: every partition x every label on {PROBE_SPLIT}")
         results["probes"] = {"split": PROBE_SPLIT, **leakage_probes(feats, labels, seed=seed)}
         if fit_mi and len(feats) > 1:
+            _progress(f"post-hoc MI: fresh critics, {mi_steps} steps per partition pair")
             pairs = posthoc_mi(collected[MI_FIT_SPLIT][2], feats, steps=mi_steps, seed=seed)
             results["posthoc_mi"] = {"fit_split": MI_FIT_SPLIT, "eval_split": PROBE_SPLIT, "pairs": pairs}
         if features_file:
@@ -184,6 +201,11 @@ def evaluate_splits(
     atomic_write_json(output_file, results)
     print(format_summary(results), flush=True)
     return results
+
+
+def _progress(phase: str) -> None:
+    """One log line per evaluation phase: the probes and post-hoc MI take minutes and would look like a hang."""
+    logger.info("evaluation: %s ...", phase)
 
 
 def _decision_leakage(causal: np.ndarray, labels: Mapping[str, np.ndarray], specs: Sequence[FactorSpec]) -> dict:

@@ -180,7 +180,15 @@ def parse_factors(config: Sequence[Mapping[str, Any]] | None, config_id: str = "
             if not isinstance(item, Mapping) or "name" not in item:
                 raise ConfigError(f"{cid}: each factor needs at least a 'name', got {item!r}.")
             unknown = set(item) - {
-                "name", "column", "key", "classes", "bins", "weight", "class_names", "type", "valid_range"
+                "name",
+                "column",
+                "key",
+                "classes",
+                "bins",
+                "weight",
+                "class_names",
+                "type",
+                "valid_range",
             }
             if unknown:
                 raise ConfigError(f"{cid}: unknown field(s) {sorted(unknown)}.")

@@ -124,9 +124,12 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    clusters: np.ndarray | None = None,
 ) -> list[float] | None:
     """Percentile bootstrap interval of ``statistic(*arrays)``, resampling rows jointly across the arrays.
 
+    With ``clusters`` (a patient id per row) whole patients are resampled (a cluster bootstrap): images of one
+    patient are not independent, and resampling them one by one gives intervals that are too narrow.
     Resamples where the statistic is undefined (None, e.g. one class drawn only) are skipped; if fewer than half are
     defined the interval is None rather than one drawn from a biased remainder. None too for n_boot 0 or no rows.
     """
@@ -141,7 +144,7 @@ def bootstrap_ci(
     if n_boot <= 0 or n == 0:
         return None
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, n, size=(n_boot, n))
+    indices = _resamples(rng, n, n_boot, clusters)
     values = []
     for idx in indices:
         v = statistic(*(a[idx] for a in arrays))
@@ -154,16 +157,40 @@ def bootstrap_ci(
     return [float(lo), float(hi)]
 
 
-def _with_ci(statistic: Callable[..., float | None], arrays: Sequence[np.ndarray], n_boot: int, seed: int) -> dict:
+def _resamples(rng: np.random.Generator, n: int, n_boot: int, clusters: np.ndarray | None) -> list[np.ndarray]:
+    """Row indices of each resample: rows drawn with replacement, or whole clusters when any has several rows."""
+    if clusters is not None:
+        clusters = np.asarray(clusters).reshape(-1)
+        if clusters.shape[0] != n:
+            raise ValueError(f"clusters must give one id per row ({n}), got {clusters.shape[0]}")
+        _, cluster_of = np.unique(clusters, return_inverse=True)
+        k = int(cluster_of.max()) + 1 if n else 0
+        if k < n:  # some patient has several rows
+            order = np.argsort(cluster_of, kind="stable")
+            members = np.split(order, np.cumsum(np.bincount(cluster_of, minlength=k))[:-1])
+            return [np.concatenate([members[c] for c in rng.integers(0, k, size=k)]) for _ in range(n_boot)]
+    return list(rng.integers(0, n, size=(n_boot, n)))
+
+
+def _with_ci(
+    statistic: Callable[..., float | None],
+    arrays: Sequence[np.ndarray],
+    n_boot: int,
+    seed: int,
+    clusters: np.ndarray | None = None,
+) -> dict:
     value = statistic(*arrays)
-    ci = bootstrap_ci(statistic, arrays, n_boot=n_boot, seed=seed) if value is not None else None
+    ci = bootstrap_ci(statistic, arrays, n_boot=n_boot, seed=seed, clusters=clusters) if value is not None else None
     return _metric(value, ci)
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+def classification_metrics(
+    labels: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None
+) -> dict:
     """AUROC, AUPRC, accuracy, balanced accuracy and ECE of softmax outputs, each with a bootstrap CI.
 
-    All metrics share the seed, hence the same resamples: their intervals are paired.
+    All metrics share the seed, hence the same resamples: their intervals are paired. ``clusters`` (patient ids)
+    makes the bootstrap resample patients (:func:`bootstrap_ci`).
     """
     labels, probs = _check(labels, probs)
     arrays = (labels, probs)
@@ -175,7 +202,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, n_boot: int = 
         ("balanced_accuracy", balanced_accuracy),
         ("ece", ece),
     ):
-        out[name] = _with_ci(fn, arrays, n_boot, seed)
+        out[name] = _with_ci(fn, arrays, n_boot, seed, clusters)
     return out
 
 
@@ -196,6 +223,7 @@ def group_metrics(
     target_names: Sequence[str],
     n_boot: int = 1000,
     seed: int = 0,
+    clusters: np.ndarray | None = None,
 ) -> dict:
     """Per-subgroup AUROC/accuracy and per target x factor cell accuracy for one spurious factor.
 
@@ -216,12 +244,13 @@ def group_metrics(
     for v, name in enumerate(group_names):
         mask = groups == v
         arrays = (labels[mask], probs[mask])
+        within = None if clusters is None else np.asarray(clusters).reshape(-1)[mask]
         subgroups.append(
             {
                 "value": str(name),
                 "n": int(mask.sum()),
-                "auroc": _with_ci(auroc, arrays, n_boot, seed),
-                "accuracy": _with_ci(accuracy, arrays, n_boot, seed),
+                "auroc": _with_ci(auroc, arrays, n_boot, seed, within),
+                "accuracy": _with_ci(accuracy, arrays, n_boot, seed, within),
             }
         )
     cells = []
@@ -248,7 +277,9 @@ def group_metrics(
     }
 
 
-def switched_auroc(groups: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+def switched_auroc(
+    groups: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None
+) -> dict:
     """The causal head's probs[:, 1] scored against a binary factor's label.
 
     A model that learned the shortcut predicts the factor, so this sits far from 0.5; a shortcut-free one is at
@@ -261,7 +292,7 @@ def switched_auroc(groups: np.ndarray, probs: np.ndarray, n_boot: int = 1000, se
         raise ValueError(f"probs must be (n, classes) over the groups' rows, got {probs.shape} for {groups.shape[0]}")
     if probs.shape[1] != 2 or not np.isin(groups, (0, 1)).all():
         return _metric(None, None)
-    return _with_ci(auroc, (groups.astype(np.int64), probs), n_boot, seed)
+    return _with_ci(auroc, (groups.astype(np.int64), probs), n_boot, seed, clusters)
 
 
 def roc_curve_points(labels: np.ndarray, probs: np.ndarray, max_points: int = 200) -> dict | None:

@@ -14,6 +14,7 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas), so 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -856,6 +857,7 @@ def write_report(
     for stale in [*(figures / n for n in _OWNED_FIGURES), *figures.glob("embedding_*.png")]:
         stale.unlink(missing_ok=True)
 
+    logging.getLogger("mimmx").info("report: figures and tables into %s ...", out)
     roc = _roc_figure(metrics, figures / "roc.png")
     auroc_fig = _group_figure(metrics, "subgroups", figures / "group_auroc.png")
     acc_fig = _group_figure(metrics, "cells", figures / "group_accuracy.png")
@@ -877,6 +879,7 @@ def write_report(
     if history is not None:
         lines += _training_section(history, _training_figure(history, figures / "training.png"))
     if features_file:
+        logging.getLogger("mimmx").info("report: t-SNE of every partition (about a minute per partition) ...")
         lines += _embedding_section(*_embedding_figures(features_file, metrics, figures, seed), seed)
 
     path = out / "report.md"

@@ -116,7 +116,12 @@ def read_chexpert(
     if check_files:
         check_images(csv_path, root, items, lines, column=PATH_COLUMN)
     drop_keys = ["lateral", "view", "uncertain_target", "blank_target"]
-    drop_keys += [f"{reason}:{s.key}" for s in specs for reason in ("implausible", "factor")]
+    drop_keys += [
+        f"{reason}:{s.key}"
+        for s in specs
+        for reason in ("implausible", "factor")
+        if s.valid_range or reason == "factor"
+    ]
     report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
     check_drops(csv_path, report, {s.key: (s.column, s.values) for s in specs}, max_unrecognised)
     return items, report

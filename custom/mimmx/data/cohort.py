@@ -94,7 +94,12 @@ def read_cohort(
 
     if check_files:
         check_images(csv_path, root, items, lines, column=image_column)
-    drop_keys = [_TARGET_KEY] + [f"{reason}:{s.key}" for s in specs for reason in ("implausible", "factor")]
+    drop_keys = [_TARGET_KEY] + [
+        f"{reason}:{s.key}"
+        for s in specs
+        for reason in ("implausible", "factor")
+        if s.valid_range or reason == "factor"
+    ]
     report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
     value_maps = {_TARGET_KEY: (target, target_map), **{s.key: (s.column, s.values) for s in specs}}
     check_drops(csv_path, report, value_maps, max_unrecognised)

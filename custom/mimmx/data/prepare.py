@@ -39,7 +39,7 @@ __all__ = ["prepare_datalist", "FORMATS", "GENERATORS", "DATALIST_VERSION", "fin
 
 logger = logging.getLogger("mimmx.data")
 
-DATALIST_VERSION = 1  # bump when the reader or split algorithm changes what a config produces
+DATALIST_VERSION = 2  # bump when the reader or split algorithm changes what a config produces
 
 FORMATS: dict[str, Callable[..., tuple[list[dict], dict]]] = {"chexpert": read_chexpert, "cohort": read_cohort}
 GENERATORS: dict[str, str] = {

@@ -425,12 +425,34 @@ def _render_lateral(p: dict[str, np.ndarray], x, y, cues: CueConfig, rng: np.ran
 # ----------------------------------------------------------------------------------------------
 
 
-def _patient_path(i: int, lateral: bool) -> str:
+def _patient_path(i: int, lateral: bool, studies: tuple[np.ndarray, np.ndarray] | None = None) -> str:
+    """CheXpert's layout; with ``studies`` (patient index and study number per record) several studies a patient."""
     name = "view2_lateral.png" if lateral else "view1_frontal.png"
-    return f"{RELEASE_FOLDER}/train/patient{i + 1:05d}/study1/{name}"
+    patient, study = (i, 0) if studies is None else (int(studies[0][i]), int(studies[1][i]))
+    return f"{RELEASE_FOLDER}/train/patient{patient + 1:05d}/study{study + 1}/{name}"
 
 
-def _rows(labels: dict[str, np.ndarray], cells: list[dict[str, str]]) -> list[dict[str, str]]:
+def _assign_studies(rng: np.random.Generator, n: int, mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """Patient index and study number of each of ``n`` records: study counts per patient geometric with ``mean``
+    (CheXpert: most patients have one study, some have dozens)."""
+    counts = rng.geometric(1.0 / mean, size=n)
+    patient = np.repeat(np.arange(n), counts)[:n]
+    first = np.r_[0, np.flatnonzero(np.diff(patient)) + 1]
+    study = np.arange(n) - np.repeat(first, np.diff(np.r_[first, n]))
+    return patient, study
+
+
+def _share_patient_traits(labels: dict[str, np.ndarray], patient: np.ndarray) -> None:
+    """A patient's later studies keep the sex and age (group) of the first: they are the same person."""
+    _, first = np.unique(patient, return_index=True)
+    source = first[patient]
+    for key in ("male", "old", "age_gap", "age"):
+        labels[key] = labels[key][source]
+
+
+def _rows(
+    labels: dict[str, np.ndarray], cells: list[dict[str, str]], studies: tuple[np.ndarray, np.ndarray] | None = None
+) -> list[dict[str, str]]:
     """CSV rows in patient order, the lateral view (if any) right after its frontal view."""
     rows = []
     for i, obs in enumerate(cells):
@@ -440,7 +462,13 @@ def _rows(labels: dict[str, np.ndarray], cells: list[dict[str, str]]) -> list[di
             views.append((True, "Lateral", ""))
         for lateral, view, projection in views:
             rows.append(
-                {"Path": _patient_path(i, lateral), **base, "Frontal/Lateral": view, "AP/PA": projection, **obs}
+                {
+                    "Path": _patient_path(i, lateral, studies),
+                    **base,
+                    "Frontal/Lateral": view,
+                    "AP/PA": projection,
+                    **obs,
+                }
             )
     return rows
 
@@ -454,6 +482,7 @@ def _write_images(
     cues: CueConfig,
     rng: np.random.Generator,
     bar: tqdm,
+    studies: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """Render and save the given patients' frontal (or lateral) films batch by batch."""
     x, y = _grid(image_size)
@@ -464,7 +493,7 @@ def _write_images(
         p = {k: v[idx][:, None, None] for k, v in params.items()}
         images = render(p, x, y, cues, rng)
         for i, img in zip(idx, images):
-            path = root / _patient_path(int(i), lateral)
+            path = root / _patient_path(int(i), lateral, studies)
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img, mode="L").save(path, compress_level=1)
         bar.update(len(idx))
@@ -482,6 +511,7 @@ def generate_cxr_cohort(
     progress: bool = True,
     *,
     age_gap_fraction: float = 0.01,
+    studies_per_patient: float = 1.0,
     **cue_kwargs: float,
 ) -> str:
     """Write a synthetic CheXpert-format cohort under ``out_dir`` and return the CSV's path.
@@ -495,13 +525,27 @@ def generate_cxr_cohort(
     get an age in 51-59, which the age factor's bins drop) and Support Devices (1.0 vs 0.0/blank),
     each equal to the target with probability ``rho``. AP/PA is independent of everything.
 
+    ``num_patients`` frontal studies are written; with ``studies_per_patient`` > 1 they are grouped
+    into patients with geometrically distributed study counts of that mean
+    (``patientNNNNN/study1, study2, ...``, the later studies sharing the first one's sex and age),
+    as in CheXpert, where the split builder must keep each patient in one split.
+
     ``cue_kwargs`` set the cue strengths, see :class:`CueConfig`. The same arguments give
     byte-identical files. The CSV is written last, through a temporary name, so its existence
     marks a complete cohort; an existing CSV is removed first so a rewrite in place never leaves
     a stale "complete" marker over half-written images. A ``synthetic_cohort.json`` next to the
     CSV records the generation arguments.
     """
-    _check_args(num_patients, image_size, rho, prevalence, lateral_fraction, uncertain_fraction, age_gap_fraction)
+    _check_args(
+        num_patients,
+        image_size,
+        rho,
+        prevalence,
+        lateral_fraction,
+        uncertain_fraction,
+        age_gap_fraction,
+        studies=studies_per_patient,
+    )
     cues = CueConfig.from_kwargs(**cue_kwargs)
     root = Path(out_dir)
     release = root / RELEASE_FOLDER
@@ -516,14 +560,20 @@ def generate_cxr_cohort(
     labels = _draw_labels(
         label_rng, num_patients, rho, prevalence, lateral_fraction, uncertain_fraction, age_gap_fraction
     )
+    studies = None
+    if studies_per_patient != 1.0:
+        studies = _assign_studies(
+            np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4]), num_patients, studies_per_patient
+        )
+        _share_patient_traits(labels, studies[0])
     cells = _observation_cells(cell_rng, labels)
     params = _anatomy_params(anatomy_rng, labels, cues)
 
     frontal = np.arange(num_patients)
     lateral = np.flatnonzero(labels["lateral"])
     with tqdm(total=len(frontal) + len(lateral), desc="synthetic CXR", unit="img", disable=not progress) as bar:
-        _write_images(root, params, frontal, image_size, False, cues, noise_rng, bar)
-        _write_images(root, params, lateral, image_size, True, cues, noise_rng, bar)
+        _write_images(root, params, frontal, image_size, False, cues, noise_rng, bar, studies)
+        _write_images(root, params, lateral, image_size, True, cues, noise_rng, bar, studies)
 
     settings = {
         "generator": "mimmx.data.synthetic_cxr.generate_cxr_cohort",
@@ -534,11 +584,12 @@ def generate_cxr_cohort(
         "lateral_fraction": lateral_fraction,
         "uncertain_fraction": uncertain_fraction,
         "age_gap_fraction": age_gap_fraction,
+        "studies_per_patient": studies_per_patient,
         "seed": seed,
         "cues": asdict(cues),
     }
     atomic_write_json(release / "synthetic_cohort.json", settings)
-    rows = _rows(labels, cells)
+    rows = _rows(labels, cells, studies)
 
     with atomic_path(csv_path) as tmp, open(tmp, "x", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CHEXPERT_COLUMNS, lineterminator="\n")
@@ -547,8 +598,10 @@ def generate_cxr_cohort(
     return str(csv_path)
 
 
-def _check_args(n: int, size: int, rho: float, prevalence: float, *fractions: float) -> None:
+def _check_args(n: int, size: int, rho: float, prevalence: float, *fractions: float, studies: float = 1.0) -> None:
     """Reject arguments that would silently give an empty or degenerate cohort."""
+    if not studies >= 1.0:
+        raise ValueError(f"studies_per_patient must be >= 1 (the mean study count of a patient), got {studies!r}")
     if int(n) != n or n < 1:
         raise ValueError(f"num_patients must be a positive integer, got {n!r}")
     if int(size) != size or size < 16:

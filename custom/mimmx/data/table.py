@@ -176,10 +176,14 @@ def check_drops(
         )
     for key, counts in report.get("all_unmapped", {}).items():
         column, values = value_maps[key]
-        bad = {v: n for v, n in counts.items() if not (values.bins is not None and isinstance(normalise_value(v), float))}
+        bad = {
+            v: n for v, n in counts.items() if not (values.bins is not None and isinstance(normalise_value(v), float))
+        }
         total = sum(bad.values())
         if total > TOLERATED_UNRECOGNISED and total / rows > max_unrecognised:
-            shown = ", ".join(f"{('<blank>' if v == '' else v)!r} ({n})" for v, n in Counter(bad).most_common(MAX_NAMED))
+            shown = ", ".join(
+                f"{('<blank>' if v == '' else v)!r} ({n})" for v, n in Counter(bad).most_common(MAX_NAMED)
+            )
             expected = values.classes if values.classes is not None else f"numbers in the bins {values.bins}"
             raise DataError(
                 f"{csv_path}: column {column!r} has {total} of {report['rows_read']} rows ({100 * total / rows:.1f}%) "
