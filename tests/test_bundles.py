@@ -165,6 +165,40 @@ def test_inference_writes_one_prediction_per_image(trained):
         assert row["pred_class"] == (positive if p1 > p0 else negative)
 
 
+def test_inference_over_a_mixed_folder_scores_the_good_files_and_lists_the_others(trained, tmp_path):
+    from test_input_checks import mixed_mri_folder, mixed_xray_folder
+
+    name, root = trained
+    folder = tmp_path / "incoming"
+    if name == "cxr":
+        good, refused = mixed_xray_folder(folder)
+    else:
+        volumes = sorted((root / "data").glob(DEFAULT_INPUTS[name]))[:3]
+        good, refused = [p.name for p in volumes], mixed_mri_folder(folder, volumes)
+    out = tmp_path / "out"
+    overrides = {**_inference_overrides(name), "output_dir": str(out)}
+    run(
+        "run", bundle_root=str(root), config_file=_configs(name)["inference"], input_glob=str(folder / "*"), **overrides
+    )
+    with open(out / "predictions.csv") as f:
+        assert sorted(Path(r["image"]).name for r in csv.DictReader(f)) == sorted(good)
+    with open(out / "errors.csv") as f:
+        errors = {Path(r["image"]).name: r["reason"] for r in csv.DictReader(f)}
+    assert set(errors) == set(refused)
+    assert all(reason in errors[file] for file, reason in refused.items())
+    # nothing scorable: a non-zero exit (an exception here), errors listed, and no predictions.csv left behind
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    for file in refused:
+        (only_bad / file).write_bytes((folder / file).read_bytes())
+    with pytest.raises(Exception) as info:
+        run("run", bundle_root=str(root), config_file=_configs(name)["inference"], input_glob=str(only_bad / "*"),
+            **overrides)  # fmt: skip
+    assert "could be scored" in str(_root_cause(info.value))
+    assert not (out / "predictions.csv").exists()
+    assert len((out / "errors.csv").read_text().strip().splitlines()) == 1 + len(refused)
+
+
 def test_verify_net_in_out_and_torchscript_export(trained):
     name, root = trained
     cfg = _configs(name)
@@ -172,7 +206,9 @@ def test_verify_net_in_out_and_torchscript_export(trained):
         net_id="network_def", meta_file=cfg["metadata"], config_file=cfg["inference"], train_config=cfg["train"]
     )
     ts = export_torchscript(root, config_file=cfg["inference"], meta_file=cfg["metadata"], train_config=cfg["train"])
-    scripted = torch.jit.load(ts)
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(ts, _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["model_sha256"] == sha256_file(root / "models" / "model.pt")
     x = torch.rand(*EXPORT_INPUT[name])
     assert scripted(x).shape == (2, 2)
     # the exported module carries the trained weights: it computes what model.pt computes

@@ -136,3 +136,25 @@ def test_mr_dicom_passes_the_modality_check_of_the_mri_bundle():
     assert check_dicom_header(get_testdata_file("MR_small.dcm"), ["MR"]) == "MONOCHROME2"
     with pytest.raises(InputRejected, match="Modality CT"):
         check_dicom_header(get_testdata_file("CT_small.dcm"), ["MR"])
+
+
+def test_a_4d_volume_in_a_training_cohort_is_named_and_the_process_exits_cleanly(tmp_path):
+    """MONAI's thread-pooled cache filling used to abort the process (status 134) after such an error."""
+    import subprocess
+    import sys
+
+    paths = []
+    for i, shape in enumerate([(16, 16, 16), (16, 16, 16, 2), (16, 16, 16)]):
+        volume = np.random.default_rng(i).random(shape)
+        paths.append(str(write_nifti(tmp_path / f"v{i}.nii.gz", volume, np.diag([8.0, 8.0, 8.0, 1.0]))))
+    code = f"""
+from monai.bundle import ConfigParser
+p = ConfigParser()
+p.read_config({str(BUNDLES / "mimmx_mri" / "configs" / "train.yaml")!r})
+p.update({{"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16]}})
+p["validate#dataset#data"] = {[{"image": x} for x in paths]!r}
+p.get_parsed_content("validate#dataset")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"{paths[1]}: expected a 3D image" in proc.stderr and "DataError" in proc.stderr

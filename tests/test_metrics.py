@@ -224,3 +224,21 @@ def test_roc_curve_points_thinned_with_endpoints():
     np.testing.assert_allclose(full["tpr"], tpr)
     assert roc_curve_points(np.ones(4, dtype=int), PROBS) is None
     assert roc_curve_points(np.array([0, 1, 2]), np.full((3, 3), 1 / 3)) is None
+
+
+def test_bootstrap_resamples_patients_when_they_have_several_images():
+    """Ten copies of each patient's image are one patient's evidence, not ten: the patient-level interval is wider,
+    and with one image per patient both bootstraps are the same."""
+    from mimmx.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    scores = np.clip(labels * 0.3 + rng.random(40) * 0.7, 0, 1)
+    probs = np.stack([1 - scores, scores], axis=1)
+    repeated = (np.repeat(labels, 10), np.repeat(probs, 10, axis=0))
+    patients = np.repeat(np.arange(40), 10)
+    rows = bootstrap_ci(auroc, repeated, n_boot=300, seed=0)
+    by_patient = bootstrap_ci(auroc, repeated, n_boot=300, seed=0, clusters=patients)
+    assert by_patient[1] - by_patient[0] > 2 * (rows[1] - rows[0])
+    single = bootstrap_ci(auroc, (labels, probs), n_boot=100, seed=0)
+    assert bootstrap_ci(auroc, (labels, probs), n_boot=100, seed=0, clusters=np.arange(40)) == single

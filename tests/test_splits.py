@@ -220,3 +220,23 @@ def test_format_report(result):
     for name in SPLIT_NAMES:
         assert name in text
     assert "sex rho/phi" in text and "label=1, sex=1, age=1" in text and "0.90/+0.80" in text
+
+
+def test_test_splits_draw_new_patients_first_on_a_cohort_with_many_images_per_patient():
+    """5000 patients with geometrically distributed image counts (as CheXpert): test_balanced's 400 images come
+    from at least 380 patients, and the report counts patients per split."""
+    rng = np.random.default_rng(0)
+    items = []
+    for p in range(5000):
+        sex, age = int(rng.integers(2)), int(rng.integers(2))
+        for _ in range(int(rng.geometric(1 / 3.0))):
+            label = int(rng.random() < 0.5)
+            items.append({"image": f"p{p}/{len(items)}.png", "label": label, "patient_id": f"p{p}", "sex": sex,
+                          "age": age, "devices": int(rng.random() < (0.75 if label else 0.25))})  # fmt: skip
+    sizes = {"train": 3000, "val": 300, "test_id": 400, "test_inverted": 400, "test_balanced": 400}
+    result = build_splits(items, ["sex", "age", "devices"], sizes, rho=0.7, seed=0)
+    report = result.report["splits"]
+    assert len(result.splits["test_balanced"]) == 400
+    assert len({i["patient_id"] for i in result.splits["test_balanced"]}) == report["test_balanced"]["n_patients"]
+    assert report["test_balanced"]["n_patients"] >= 380
+    assert report["test_inverted"]["n_patients"] >= 380 and report["test_id"]["n_patients"] >= 380

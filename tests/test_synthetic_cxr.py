@@ -199,3 +199,22 @@ def test_the_cohort_reads_through_the_chexpert_reader(small):
     items, report = chexpert.read_chexpert(csv_path, factors=factors)
     assert report["dropped"]["lateral"] == len(rows) - len(frontal(rows))
     assert items and all(Path(report["image_root"], it["image"]).is_file() for it in items)
+
+
+def test_several_studies_per_patient_share_the_patients_sex_and_age(tmp_path):
+    from collections import defaultdict
+
+    from mimmx.data.synthetic_cxr import generate_cxr_cohort
+
+    path = generate_cxr_cohort(tmp_path, num_patients=200, image_size=16, studies_per_patient=2.5, progress=False)
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r["Frontal/Lateral"] == "Frontal"]
+    by_patient = defaultdict(list)
+    for r in rows:
+        by_patient[r["Path"].split("/")[2]].append(r)
+    assert len(rows) == 200 and 50 < len(by_patient) < 120
+    assert max(len(v) for v in by_patient.values()) >= 4
+    for studies in by_patient.values():
+        assert len({(r["Sex"], r["Age"]) for r in studies}) == 1
+        assert [r["Path"].split("/")[3] for r in studies] == [f"study{i + 1}" for i in range(len(studies))]
+    assert all((tmp_path / r["Path"]).is_file() for r in rows)

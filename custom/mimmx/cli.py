@@ -1,5 +1,6 @@
 """``mimmx`` command line: cohorts, audits, evaluation and reports around the bundles.
 
+mimmx train bundles/mimmx_cxr --max_epochs 5             # train (the errors of this tool: one line each)
 mimmx generate cxr --out_dir data/                       # CheXpert-format synthetic cohort
 mimmx splits bundles/mimmx_cxr/data/datalist.json        # buckets and achieved rho per split
 mimmx audit bundles/mimmx_cxr/data/datalist.json         # factor-target association and tiny groups per split
@@ -57,6 +58,11 @@ class Commands:
         """Run the bundle's ``evaluating`` workflow (train.yaml + evaluate.yaml); ``--id value`` overrides config ids,
         e.g. ``--model_file runs/x/model.pt --output_dir runs/x/eval --bootstrap_samples 200``."""
         _run_bundle(bundle_root, "evaluating", ["train.yaml", "evaluate.yaml"], overrides)
+
+    def train(self, bundle_root: str, **overrides: Any) -> None:
+        """Run the bundle's ``training`` workflow (train.yaml); ``--id value`` overrides config ids, e.g.
+        ``--train#resume_from latest`` after a crash."""
+        _run_bundle(bundle_root, "training", ["train.yaml"], overrides)
 
     def predict(self, bundle_root: str, *inputs: str, **overrides: Any) -> None:
         """Score image files (or DICOM series folders, or one quoted glob pattern) with the bundle's model; writes
