@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mimmx.config import as_bool
 from mimmx.errors import ConfigError
 
 __all__ = [
@@ -254,9 +255,9 @@ class PairwiseMI(nn.Module):
         **estimator_kwargs,
     ) -> None:
         super().__init__()
-        self.standardize = bool(standardize)
-        self.conditional = bool(conditional)
-        self.balance = bool(balance)
+        self.standardize = as_bool(standardize, "mi_estimator#standardize")
+        self.conditional = as_bool(conditional, "mi_estimator#conditional")
+        self.balance = as_bool(balance, "mi_estimator#balance")
         dims = dict(partition_dims)
         for name, dim in dims.items():
             if PAIR_SEP in name or "." in name or not name:

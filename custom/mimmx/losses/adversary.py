@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from mimmx.baselines import FactorAdversary
+from mimmx.config import as_bool
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import (
@@ -73,7 +74,7 @@ class FactorAdversaryTerm(LossTerm):
         self.partition_dim = int(partition_dim)
         self.num_classes = int(num_classes)
         self.weight = float(weight)
-        self.conditional = bool(conditional)
+        self.conditional = as_bool(conditional, "loss#adversary#conditional")
         self.adversary_steps = int(adversary_steps)
         # the conditional adversary reads [causal, onehot(y)]; the reversal acts on both, but only the causal
         # partition carries a gradient back to the encoder

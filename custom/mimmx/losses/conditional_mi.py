@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mimmx.config import as_bool
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import (
@@ -98,7 +99,7 @@ class ConditionalFactorMI(LossTerm):
         self.weight = float(weight)
         self.critic_steps = int(critic_steps)
         self.warmup_epochs = int(warmup_epochs)
-        self.adaptive_scale = bool(adaptive_scale)
+        self.adaptive_scale = as_bool(adaptive_scale, "loss#factor_mi#adaptive_scale")
         self.critics = nn.ModuleDict(
             {
                 f.name: nn.Sequential(

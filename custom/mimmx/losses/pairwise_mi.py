@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mimmx.config import as_bool
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext, load_optimizer_state, optimizer_state
@@ -72,7 +73,7 @@ class PairwiseMITerm(LossTerm):
         self.estimator = estimator
         self.mi_lambda = float(mi_lambda)
         self.critic_steps = int(critic_steps)
-        self.adaptive_scale = bool(adaptive_scale)
+        self.adaptive_scale = as_bool(adaptive_scale, "loss#mi#adaptive_scale")
         self.warmup_epochs = int(warmup_epochs)
         self.queue = queue
         self.critic_optimizer = critic_optimizer
