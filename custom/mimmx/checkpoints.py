@@ -27,7 +27,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from mimmx.errors import CheckpointError
-from mimmx.io_utils import atomic_path, atomic_write_text
+from mimmx.io_utils import atomic_path, atomic_write_text, sha256_file
 
 __all__ = [
     "sha256_file",
@@ -44,15 +44,6 @@ logger = logging.getLogger("mimmx")
 
 HASH_SUFFIX = ".sha256"
 _EPOCH_RE = re.compile(r"_epoch=(\d+)\.pt$")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_file(path: str | os.PathLike) -> Path:

@@ -9,6 +9,7 @@ previous file or the new one, never a torn one. Files get the umask's permission
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import secrets
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_csv", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_csv", "atomic_write_text", "sha256_file"]
 
 
 @contextmanager
@@ -62,3 +63,12 @@ def atomic_write_csv(path: str | os.PathLike, header: Sequence[str], rows: Itera
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

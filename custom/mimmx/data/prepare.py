@@ -34,6 +34,7 @@ from mimmx.data.datalist import read_datalist, write_datalist
 from mimmx.data.splits import build_splits, format_report
 from mimmx.errors import ConfigError, DataError, MimmxError
 from mimmx.factors import FactorSpec, parse_factors
+from mimmx.io_utils import sha256_file
 
 __all__ = ["prepare_datalist", "FORMATS", "GENERATORS", "DATALIST_VERSION", "fingerprint"]
 
@@ -85,7 +86,7 @@ def prepare_datalist(
             "version": DATALIST_VERSION,
             "format": cohort["format"],
             "csv": str(csv_path.resolve()),
-            "csv_sha256": _file_sha256(csv_path),
+            "csv_sha256": sha256_file(csv_path),
             "image_root": None if image_root is None else str(image_root),
             "target": dict(target),
             "reader_kwargs": reader_kwargs,
@@ -234,14 +235,6 @@ def _resolve_generator(synthetic: Mapping) -> Callable:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"cohort#synthetic#generator: cannot load {target!r} ({e}).") from e
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stored_fingerprint(path: Path) -> str | None:
