@@ -16,7 +16,12 @@ from mimmx.errors import DataError, InputRejected
 from mimmx.inference import ScreenedDataset, error_reason, image_items
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-PYDICOM_REFUSED = {"CT_small.dcm": "Modality CT", "MR_small.dcm": "Modality MR", "liver_1frame.dcm": "Modality SEG"}
+PYDICOM_REFUSED = {
+    "CT_small.dcm": "Modality CT",
+    "MR_small.dcm": "Modality MR",
+    "MR_truncated.dcm": "Modality MR",
+    "liver_1frame.dcm": "Modality SEG",
+}
 
 
 def bundle_preprocessing(name: str, **overrides):
@@ -81,9 +86,9 @@ def test_nothing_scorable_is_an_error_and_the_errors_are_listed(tmp_path):
     for name in PYDICOM_REFUSED:
         (tmp_path / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
     errors = tmp_path / "errors.csv"
-    with pytest.raises(DataError, match=r"none of the 3 input\(s\) could be scored"):
+    with pytest.raises(DataError, match=r"none of the 4 input\(s\) could be scored"):
         ScreenedDataset(image_items(str(tmp_path / "*.dcm")), bundle_preprocessing("cxr"), errors)
-    assert len(errors.read_text().strip().splitlines()) == 1 + 3
+    assert len(errors.read_text().strip().splitlines()) == 1 + 4
 
 
 def mixed_mri_folder(folder: Path, good_volumes: list[Path]) -> dict[str, str]:
