@@ -135,3 +135,16 @@ def test_dv_bound_in_chunks_matches_full_grid():
     chunked = _dv_bound(critic, a, b, max_elements=5 * 37 * 8)  # 5 rows per chunk, last chunk partial
     assert chunked == pytest.approx(float(expected), abs=1e-5)
     assert chunked == pytest.approx(full, abs=1e-4)  # MINE's own value in eval mode
+
+
+def test_probe_folds_keep_a_patients_images_together():
+    """Ten images per patient, the label a patient trait: grouped folds never test on a patient they trained on."""
+    from mimmx.probes import _folds
+
+    rng = np.random.default_rng(0)
+    patients = np.repeat(np.arange(30), 10)
+    y = np.repeat(rng.integers(0, 2, 30), 10)
+    for train, test in _folds(y, 5, 0, patients):
+        assert not set(patients[train]) & set(patients[test])
+    single = _folds(y, 5, 0, np.arange(300))  # one image per patient: the plain stratified folds
+    assert [t.tolist() for _, t in single] == [t.tolist() for _, t in _folds(y, 5, 0, None)]

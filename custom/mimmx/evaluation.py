@@ -188,7 +188,8 @@ def evaluate_splits(
     if probes and PROBE_SPLIT in collected:
         _, labels, feats = collected[PROBE_SPLIT]
         _progress(f"leakage probes: every partition x every label on {PROBE_SPLIT}")
-        results["probes"] = {"split": PROBE_SPLIT, **leakage_probes(feats, labels, seed=seed)}
+        probe = leakage_probes(feats, labels, seed=seed, groups=patients.get(PROBE_SPLIT))
+        results["probes"] = {"split": PROBE_SPLIT, **probe}
         if fit_mi and len(feats) > 1:
             _progress(f"post-hoc MI: fresh critics, {mi_steps} steps per partition pair")
             pairs = posthoc_mi(collected[MI_FIT_SPLIT][2], feats, steps=mi_steps, seed=seed)

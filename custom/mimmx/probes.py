@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -66,8 +66,13 @@ def leakage_probes(
     folds: int = 5,
     knn_k: int = 15,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict:
     """Cross-validated AUROC of a logistic and a kNN probe from every partition to every label.
+
+    With ``groups`` (patient ids) where a patient has several images, the folds keep each patient's images together
+    (a probe that saw one image of a patient would recognise the patient, not the label), when every fold can
+    still hold every class.
 
     Labels with a single class, or with a class of fewer than two members, get None; otherwise the number of folds
     drops to the smallest class count where that is below ``folds``, so that every fold holds every class. The folds
@@ -96,11 +101,28 @@ def leakage_probes(
                 out["knn"][p][label_name] = None
             continue
         k = int(min(folds, counts.min()))
-        splits = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), y))
+        splits = _folds(y, k, seed, groups)
         for p, x in feats.items():
             out["logistic"][p][label_name] = _oof_auroc(logistic, x, y, splits, classes.size)
             out["knn"][p][label_name] = _oof_auroc(knn, x, y, splits, classes.size)
     return out
+
+
+def _folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None) -> list:
+    """Stratified folds, grouped by patient where patients have several rows and every fold keeps every class."""
+    n = len(y)
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        if len(np.unique(groups)) < n:
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            try:
+                grouped = list(splitter.split(np.zeros(n), y, groups))
+            except ValueError:
+                grouped = []
+            classes = np.unique(y)
+            if grouped and all(np.array_equal(np.unique(y[test]), classes) for _, test in grouped):
+                return grouped
+    return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(n), y))
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
