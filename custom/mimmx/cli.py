@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -143,7 +144,8 @@ def usage() -> str:
     lines = ["usage: mimmx COMMAND [ARGS] [--debug]", "", "commands:"]
     for name, member in inspect.getmembers(Commands, inspect.isfunction):
         if not name.startswith("_"):
-            summary = (inspect.getdoc(member) or "").split(";")[0].split("\n")[0]
+            text = " ".join((inspect.getdoc(member) or "").replace("``", "").split())
+            summary = re.split(r"[;(]|\. ", text)[0].strip(" .,")
             lines.append(f"  {name:<10} {summary}")
     lines += ["", "mimmx COMMAND --help shows a command's arguments."]
     return "\n".join(lines)
