@@ -123,7 +123,7 @@ def read_chexpert(
         if s.valid_range or reason == "factor"
     ]
     report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
-    check_drops(csv_path, report, {s.key: (s.column, s.values) for s in specs}, max_unrecognised)
+    check_drops(csv_path, report, unmapped, {s.key: (s.column, s.values) for s in specs}, max_unrecognised)
     return items, report
 
 

@@ -102,7 +102,7 @@ def read_cohort(
     ]
     report = reader_report(csv_path, root, len(rows), items, dropped, unmapped, drop_keys)
     value_maps = {_TARGET_KEY: (target, target_map), **{s.key: (s.column, s.values) for s in specs}}
-    check_drops(csv_path, report, value_maps, max_unrecognised)
+    check_drops(csv_path, report, unmapped, value_maps, max_unrecognised)
     report["n_dicom_folders"] = sum(1 for item in items if (root / item["image"]).is_dir())
     return items, report
 

@@ -139,7 +139,6 @@ def reader_report(
         "unmapped_values": {
             k: {("<blank>" if v == "" else v): n for v, n in c.most_common(MAX_VALUES)} for k, c in unmapped.items()
         },
-        "all_unmapped": {k: dict(c) for k, c in unmapped.items() if c},
         "label_counts": {"0": labels.get(0, 0), "1": labels.get(1, 0)},
         "n_patients": len({item["patient_id"] for item in items}),
         "image_root": str(root),
@@ -149,13 +148,15 @@ def reader_report(
 def check_drops(
     csv_path: Path,
     report: Mapping,
+    unmapped: Mapping[str, Counter],
     value_maps: Mapping[str, tuple[str, object]],
     max_unrecognised: float = MAX_UNRECOGNISED,
 ) -> None:
     """Log every drop of a reader in one warning, counted by reason; refuse the table when too many rows of one
     column hold values the declaration does not know.
 
-    ``value_maps`` maps a report key (factor key, or "target") to (column, ValueMap). A value is *unrecognised*
+    ``unmapped`` holds, per report key, the count of every raw value that matched no class; ``value_maps`` maps a
+    report key (factor key, or "target") to (column, ValueMap). A value is *unrecognised*
     when no class lists it, or, for binned columns, when it is not a number (a number between bins is an expected
     drop). Blank cells count as unrecognised unless a class lists null. Up to ``TOLERATED_UNRECOGNISED`` rows
     per column are always tolerated.
@@ -174,7 +175,7 @@ def check_drops(
             sum(dropped.values()),
             parts,
         )
-    for key, counts in report.get("all_unmapped", {}).items():
+    for key, counts in unmapped.items():
         column, values = value_maps[key]
         bad = {
             v: n for v, n in counts.items() if not (values.bins is not None and isinstance(normalise_value(v), float))
