@@ -74,6 +74,20 @@ def test_gradient_reaches_the_causal_features_and_warmup_holds_it_back():
     assert causal.grad is not None and causal.grad.abs().sum() > 0
 
 
+def test_ramp_scales_the_penalty_linearly_after_the_warmup():
+    g = torch.Generator().manual_seed(1)
+    term = ConditionalFactorMI(4, FACTORS, queue_size=256, weight=2.0, warmup_epochs=1, ramp_epochs=4)
+    assert [term.weight_at(e) for e in range(1, 8)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    y, z = _cohort(64, 0.9, g)
+    causal = torch.randn(64, 4, generator=g)
+    term.critic_update(_context(causal, y, z))
+    estimate = sum(term.estimate(causal, {CAUSAL: y, "sex": z}).values())
+    loss, _ = term(_context(causal, y, z, epoch=3))
+    assert float(loss) == pytest.approx(float(estimate), rel=1e-5)
+    with pytest.raises(ConfigError, match="ramp_epochs"):
+        ConditionalFactorMI(4, FACTORS, ramp_epochs=-1)
+
+
 def test_critic_update_fills_the_queue_and_trains_only_the_critics():
     g = torch.Generator().manual_seed(2)
     term = ConditionalFactorMI(4, FACTORS, queue_size=100)

@@ -17,6 +17,7 @@ from mimmx.engines import MIMMXTrainer
 from mimmx.errors import ConfigError
 from mimmx.factors import parse_factors
 from mimmx.losses import (
+    ConditionalDecisionGap,
     FactorAdversaryTerm,
     FeatureQueue,
     GroupDROCrossEntropy,
@@ -59,6 +60,8 @@ def _terms(kinds: tuple[str, ...], net: MIMMXNet) -> list[LossTerm]:
     if "queue" in kinds:
         mi = PairwiseMI(net.partition_dims, estimator="mine", hidden=8)
         terms.append(PairwiseMITerm(mi, mi_lambda=0.3, queue=FeatureQueue(20, net.partition_dims)))
+    if "gap" in kinds:
+        terms.append(ConditionalDecisionGap(FACTORS, weight=5.0))
     if "dro" in kinds:
         terms[0] = GroupDROCrossEntropy(2, FACTORS, eta=0.5)
     return terms
@@ -83,7 +86,7 @@ def _context(net: MIMMXNet, batch: dict) -> StepContext:
     return StepContext(net, features, parts, net.head_logits(parts), labels, parse_factors(FACTORS))
 
 
-@pytest.mark.parametrize("kinds", [("adversary",), ("mi",), ("adversary", "mi")])
+@pytest.mark.parametrize("kinds", [("adversary",), ("mi",), ("adversary", "mi"), ("mi", "gap")])
 def test_trainer_loss_is_the_sum_of_the_terms(kinds):
     net = _net()
     terms = _terms(kinds, net)

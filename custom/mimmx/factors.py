@@ -169,7 +169,7 @@ def parse_factors(config: Sequence[Mapping[str, Any]] | None, config_id: str = "
     if not config:
         raise ConfigError(
             f"{config_id}: no spurious factor configured (K = 0). MIMM-X needs at least one; "
-            "to train a plain classifier keep one factor and set lambda to 0."
+            "to train a plain classifier keep one factor and pass --loss_terms '$[@loss#head_ce]'."
         )
     specs, names, keys = [], set(), set()
     for i, item in enumerate(config):

@@ -46,6 +46,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "mimmx_unbalanced_ce": {"loss_terms": "$[@loss#head_ce, @loss#factor_mi]"},
     "mimmx_no_queue": {"loss#factor_mi#queue_size": 0},
     "mimmx_adaptive_scale": {"loss#factor_mi#adaptive_scale": True},
+    "mimmx_no_ramp": {"loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0},
+    "mimmx_critic5": {"loss#factor_mi#critic_steps": 5},
+    "mimmx_decision_gap": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_gap]"},
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -66,6 +69,9 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_unbalanced_ce": "ablation of MIMM-X with the plain (not group-balanced) causal CE",
     "mimmx_no_queue": "ablation of MIMM-X whose critics see the current batch only (no feature queue)",
     "mimmx_adaptive_scale": "ablation of MIMM-X with the MI gradient capped at the CE gradient's norm (fades)",
+    "mimmx_no_ramp": "ablation of MIMM-X with the MI penalty at full weight from the first step (no warm-up or ramp)",
+    "mimmx_critic5": "MIMM-X with 5 critic updates per encoder step instead of 1",
+    "mimmx_decision_gap": "MIMM-X plus the critic-free within-class decision-gap term (weight 1)",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 

@@ -70,6 +70,9 @@ class ConditionalFactorMI(LossTerm):
         critic_steps: critic updates per encoder step (each on the whole queue).
         lr: learning rate of the critics' Adam.
         warmup_epochs: epochs in which the critics train but the encoder is not penalised.
+        ramp_epochs: after the warm-up, the weight grows linearly from ``weight / ramp_epochs`` to ``weight`` over
+            this many epochs (0: full weight at once). A full penalty from the first step can collapse the causal
+            partition before the balanced CE has found the target, leaving the CE at chance for several epochs.
         adaptive_scale: scale the penalty's gradient to at most the task loss's (as the earlier objective did); off
             by default, since that scale fades once the training images are fitted (kept for the ablation).
     """
@@ -87,10 +90,18 @@ class ConditionalFactorMI(LossTerm):
         critic_steps: int = 1,
         lr: float = 1e-3,
         warmup_epochs: int = 0,
+        ramp_epochs: int = 0,
         adaptive_scale: bool = False,
     ) -> None:
         super().__init__()
-        for key, value in (("weight", weight), ("queue_size", queue_size), ("critic_steps", critic_steps)):
+        checked = (
+            ("weight", weight),
+            ("queue_size", queue_size),
+            ("critic_steps", critic_steps),
+            ("warmup_epochs", warmup_epochs),
+            ("ramp_epochs", ramp_epochs),
+        )
+        for key, value in checked:
             if value < 0:
                 raise ConfigError(f"loss#factor_mi#{key} must be >= 0, got {value}.")
         self.factors = parse_factors(factors, config_id="loss#factor_mi#factors")
@@ -99,6 +110,7 @@ class ConditionalFactorMI(LossTerm):
         self.weight = float(weight)
         self.critic_steps = int(critic_steps)
         self.warmup_epochs = int(warmup_epochs)
+        self.ramp_epochs = int(ramp_epochs)
         self.adaptive_scale = as_bool(adaptive_scale, "loss#factor_mi#adaptive_scale")
         self.critics = nn.ModuleDict(
             {
@@ -160,13 +172,23 @@ class ConditionalFactorMI(LossTerm):
         values = self.estimate(ctx.parts[CAUSAL], ctx.labels)
         total = torch.stack(list(values.values())).sum()
         stats = {f"mi_causal|{name}|target": float(v.detach()) for name, v in values.items()}
-        if ctx.epoch <= self.warmup_epochs:
+        weight = self.weight_at(ctx.epoch)
+        if weight == 0.0:
             return total.detach() * 0.0, stats
         if self.adaptive_scale and ctx.task_loss is not None:
             scale = adaptive_mi_scale(ctx.task_loss, total, ctx.features)
             stats["mi_scale"] = float(scale)
-            return self.weight * scale * total, stats
-        return self.weight * total, stats
+            return weight * scale * total, stats
+        return weight * total, stats
+
+    def weight_at(self, epoch: int) -> float:
+        """The penalty's weight in ``epoch`` (1-based): 0 during the warm-up, then the linear ramp, then ``weight``."""
+        active = epoch - self.warmup_epochs
+        if active <= 0:
+            return 0.0
+        if self.ramp_epochs and active < self.ramp_epochs:
+            return self.weight * active / self.ramp_epochs
+        return self.weight
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"optimizer": optimizer_state(self.optimizer)}
