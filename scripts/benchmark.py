@@ -54,6 +54,9 @@ DEFAULT_PROTOCOLS = {"cxr": "single,pair,all", "mri": "pair,all"}
 # val 1000 and 1500 per test split: bootstrap 95% CI half-width of test_inverted AUROC <= ~0.03 (largest at AUROC 0.5)
 EVAL_SIZES = {"val": 1000, "test_id": 1500, "test_inverted": 1500, "test_balanced": 1500}
 COHORT_KEY = {"cxr": "num_patients", "mri": "num_subjects"}
+# generator settings the measured ladder was run with, kept when a bundle's embedded default changes: one image per
+# patient (docs/results.md), so that new rows stay comparable with the recorded ones
+COHORT_FIXED: dict[str, dict[str, Any]] = {"cxr": {"studies_per_patient": 1.0}, "mri": {}}
 GENERATOR_RHO = 0.62  # cohort#synthetic#rho of both bundles: P(factor == target) in the generated cohort
 KEEP = {"cxr": 0.95, "mri": 0.95}  # share of generated images the readers keep (uncertain labels, age gap)
 AUROCS = ("test_id_auroc", "test_inverted_auroc", "test_balanced_auroc", "worst_group_auroc")
@@ -124,6 +127,7 @@ def data_overrides(spec: Mapping[str, Any], common: Mapping[str, Any], oracle: b
         "dataset_dir": common["data_dirs"][spec["bundle"]],
         f"cohort#synthetic#{COHORT_KEY[spec['bundle']]}": common["cohort_sizes"][spec["bundle"]],
         "cohort#synthetic#into_dataset_dir": True,  # the benchmark's own data folder, generated on purpose
+        **{f"cohort#synthetic#{k}": v for k, v in COHORT_FIXED[spec["bundle"]].items()},
         "protocol": spec["protocol"],
         "splits#sizes": spec["sizes"],
         "seed": spec["seed"],
