@@ -222,21 +222,28 @@ def test_format_report(result):
     assert "sex rho/phi" in text and "label=1, sex=1, age=1" in text and "0.90/+0.80" in text
 
 
-def test_test_splits_draw_new_patients_first_on_a_cohort_with_many_images_per_patient():
-    """5000 patients with geometrically distributed image counts (as CheXpert): test_balanced's 400 images come
-    from at least 380 patients, and the report counts patients per split."""
+@pytest.mark.parametrize(
+    "n_patients, rho",
+    [
+        (5000, {"sex": 0.9, "age": 0.5, "devices": 0.5}),  # the `single` protocol
+        # the default declaration (`all`): every factor at rho 0.9 needs more patients, since its scarce buckets
+        # hold 0.1^3 of the cohort whatever the order of drawing
+        (10000, {"sex": 0.9, "age": 0.9, "devices": 0.9}),
+    ],
+)
+def test_test_splits_draw_new_patients_first_on_a_cohort_with_many_images_per_patient(n_patients, rho):
+    """Patients with geometrically distributed image counts (mean 3, as CheXpert): each test split's 400 images
+    come from at least 380 patients, and the report counts patients per split."""
     rng = np.random.default_rng(0)
     items = []
-    for p in range(5000):
+    for p in range(n_patients):
         sex, age = int(rng.integers(2)), int(rng.integers(2))
         for _ in range(int(rng.geometric(1 / 3.0))):
             label = int(rng.random() < 0.5)
             items.append({"image": f"p{p}/{len(items)}.png", "label": label, "patient_id": f"p{p}", "sex": sex,
                           "age": age, "devices": int(rng.random() < 0.5)})  # fmt: skip
-    # the chest X-ray bundle's factors and split sizes at its `single` protocol (5000 patients are too few for
-    # every factor at rho 0.9 whatever the order of drawing: the scarce buckets run out of patients)
+    # the chest X-ray bundle's factors and default split sizes
     sizes = {"train": 1600, "val": 300, "test_id": 400, "test_inverted": 400, "test_balanced": 400}
-    rho = {"sex": 0.9, "age": 0.5, "devices": 0.5}
     result = build_splits(items, ["sex", "age", "devices"], sizes, rho=rho, seed=0)
     report = result.report["splits"]
     assert len(result.splits["test_balanced"]) == 400
