@@ -32,8 +32,9 @@ RUNTIME_BACKENDS: dict[str, tuple[str, ...]] = {
 }
 # what the bundle's documented commands need beside the configs: ``python -m monai.bundle`` runs on fire
 ALWAYS_REQUIRED = ("fire",)
-# only for checks: ``verify_metadata`` validates with jsonschema
-OPTIONAL = ("jsonschema",)
+# only for tools around the bundle: ``verify_metadata`` validates with jsonschema, ``download_large_files`` reads
+# large_files.yml with PyYAML
+OPTIONAL = ("jsonschema", "yaml")
 
 
 def _walk_strings(config: Any) -> Iterable[str]:
