@@ -67,24 +67,32 @@ def requirements(meta: dict) -> tuple[str, list[str]]:
     return f"torch=={meta['pytorch_version']}", pins
 
 
-def make_venv(path: Path, meta: dict) -> Path:
-    """A fresh virtual environment with the metadata's packages only; returns its python."""
+def make_venv(path: Path, meta: dict, reuse: bool = False) -> Path:
+    """A fresh virtual environment with the metadata's packages only; returns its python.
+
+    ``reuse`` keeps an environment made earlier by this script for the same pins (for quick re-runs)."""
     torch_pin, pins = requirements(meta)
-    if path.exists():
-        shutil.rmtree(path)
-    venv.create(path, with_pip=True)
     python = path / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "--quiet"]
-    _log(f"  venv {path}: {torch_pin}, then {' '.join(pins)}")
-    subprocess.run([*pip, torch_pin], check=True)
-    subprocess.run([*pip, torch_pin, *pins], check=True)
+    stamp = path / "verify_bundle_pins.txt"
+    wanted = "\n".join([torch_pin, *pins])
+    if reuse and stamp.is_file() and stamp.read_text() == wanted:
+        _log(f"  venv {path}: reused (same pins)")
+    else:
+        if path.exists():
+            shutil.rmtree(path)
+        venv.create(path, with_pip=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet"]
+        _log(f"  venv {path}: {torch_pin}, then {' '.join(pins)}")
+        subprocess.run([*pip, torch_pin], check=True)
+        subprocess.run([*pip, torch_pin, *pins], check=True)
+        stamp.write_text(wanted)
     probe = subprocess.run([str(python), "-c", "import mimmx"], capture_output=True)
     if probe.returncode == 0:
         raise SystemExit(f"{path}: mimmx is importable in the fresh environment; the check would prove nothing.")
     return python
 
 
-def verify_zip(zip_file: Path, schema: Path, venv_dir: Path | None) -> bool:
+def verify_zip(zip_file: Path, schema: Path, venv_dir: Path | None, reuse: bool = False) -> bool:
     with zipfile.ZipFile(zip_file) as zf:
         names = zf.namelist()
         top = names[0].split("/")[0]
@@ -94,7 +102,7 @@ def verify_zip(zip_file: Path, schema: Path, venv_dir: Path | None) -> bool:
     bundle = work / top
     _log(f"== {zip_file} -> {bundle}")
     start = time.time()
-    python = make_venv(venv_dir or work / "venv", meta)
+    python = make_venv(venv_dir or work / "venv", meta, reuse)
     _log(f"  environment ready in {time.time() - start:.0f} s")
     checker = shutil.copy(Path(__file__), work / "verify_inside.py")  # nothing of the repository on sys.path
     cmd = [str(python), str(checker), "--inside", str(bundle), "--schema", str(schema.resolve())]
@@ -274,9 +282,14 @@ def inside(bundle: Path, schema: Path) -> int:
     for name, fn, *args in checks:
         try:
             _check(name, fn, *args)
-        except Exception as err:  # report every check, then fail
+        except Exception as err:  # report every check (with the root cause), then fail
             failed += 1
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
             _log(f"  FAIL {name}: {type(err).__name__}: {err}")
+            if cause is not err:
+                _log(f"    cause: {cause!r}")
     return 1 if failed else 0
 
 
@@ -285,6 +298,7 @@ def main() -> int:
     parser.add_argument("bundles", nargs="+", type=Path, help="exported bundle zips (mimmx export-bundle)")
     parser.add_argument("--schema", type=Path, required=True, help="local copy of the metadata's JSON schema")
     parser.add_argument("--venv", type=Path, default=None, help="where to create the fresh environment")
+    parser.add_argument("--reuse-venv", action="store_true", help="keep a --venv made earlier for the same pins")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.schema.is_file():
@@ -292,7 +306,7 @@ def main() -> int:
     if args.inside:
         return inside(args.bundles[0], args.schema)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    results = {z.name: verify_zip(z, args.schema, args.venv) for z in args.bundles}
+    results = {z.name: verify_zip(z, args.schema, args.venv, args.reuse_venv) for z in args.bundles}
     _log("\n".join(f"{name}: {'PASSED' if ok else 'FAILED'}" for name, ok in results.items()))
     return 0 if all(results.values()) else 1
 

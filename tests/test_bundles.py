@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ckpt_export, run, verify_net_in_out
+from monai.bundle import ConfigWorkflow, ckpt_export, run, verify_net_in_out
 
 from mimmx.errors import ConfigError, DataError
 from mimmx.methods import method_overrides
@@ -172,6 +172,24 @@ def test_verify_net_in_out_and_torchscript_export(trained):
     )
     scripted = torch.jit.load(str(ts))
     assert scripted(torch.rand(*EXPORT_INPUT[name])).shape == (2, 2)
+
+
+def test_workflows_pass_the_zoo_property_checks(trained):
+    """What the model zoo's unit tests check: train, train + evaluate (as a train workflow), inference."""
+    name, root = trained
+    cfg = _configs(name)
+    for files, kind, overrides in (
+        (cfg["train"], "train", SMALL[name]),
+        ([cfg["train"], cfg["evaluate"]], "train", SMALL[name]),
+        (cfg["inference"], "infer", INFERENCE_SMALL[name]),
+    ):
+        workflow = ConfigWorkflow(
+            config_file=files, meta_file=cfg["metadata"], workflow_type=kind, bundle_root=str(root), **overrides
+        )
+        workflow.initialize()
+        assert not workflow.check_properties(), f"{files}: missing required properties"
+        if kind == "train":
+            assert workflow.val_interval == 1, "ValidationHandler's interval is the val_interval id"
 
 
 def test_resume_from_training_checkpoint(trained):
