@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         app = BundleClassifierApp(args.bundle, args.input, args.output)
         check_dicom_folder(args.input, modalities_for(app.classifier.modality))
         app.run()
+        if app.failure is not None:
+            raise app.failure
     except (MimmxError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

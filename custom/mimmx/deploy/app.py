@@ -43,7 +43,13 @@ class BundleClassifierApp(Application):
     def __init__(self, bundle_dir: str, input_folder: str, output_folder: str, *args, **kwargs) -> None:
         self.classifier = BundleClassifier(bundle_dir)
         self.input_folder, self.output_folder = Path(input_folder), Path(output_folder)
+        self.classifier_op: BundleClassifierOperator | None = None
         super().__init__(*args, **kwargs)
+
+    @property
+    def failure(self) -> Exception | None:
+        """The named error that stopped classification (nothing was written), or None."""
+        return self.classifier_op.failure if self.classifier_op else None
 
     def compose(self) -> None:
         info = self.classifier.info
@@ -51,6 +57,7 @@ class BundleClassifierApp(Application):
         rules = selection_rules(modalities_for(self.classifier.modality))
         selector = DICOMSeriesSelectorOperator(self, rules=rules, all_matched=True, name="selector")
         classifier = BundleClassifierOperator(self, classifier=self.classifier, name="classifier")
+        self.classifier_op = classifier
         writer = ClassificationWriterOperator(
             self,
             output_folder=self.output_folder,

@@ -80,10 +80,20 @@ class BundleClassifier:
         }
 
     def probabilities(self, image: str | os.PathLike) -> list[float]:
-        """Softmax probabilities (one per class) for one image file, or one DICOM series folder for a 3D bundle."""
+        """Softmax probabilities (one per class) for one image file, or one DICOM series folder for a 3D bundle.
+
+        Raises:
+            DataError: the bundle's preprocessing refused the image; the message is its root cause.
+        """
         import torch
 
-        data = self.preprocessing({"image": str(image)})
+        try:
+            data = self.preprocessing({"image": str(image)})
+        except Exception as err:  # MONAI wraps the loader's named error in "applying transform ..."
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise DataError(str(cause) if str(image) in str(cause) else f"cannot classify {image}: {cause}") from err
         with torch.no_grad():
             logits = self.model(torch.as_tensor(data["image"]).unsqueeze(0).to(self.device))
         pred = self.postprocessing({"pred": logits[0]})["pred"]
@@ -103,7 +113,12 @@ class BundleClassifier:
         with tempfile.TemporaryDirectory(prefix="mimmx_series_") as folder:  # the series alone, as the loader wants
             for n, path in enumerate(paths):
                 os.symlink(path.resolve(), Path(folder) / f"{n:05d}_{path.name}")
-            return [self._entry(Path(folder), self.probabilities(folder), paths)]
+            try:
+                probs = self.probabilities(folder)
+            except DataError as err:  # name the input, not the temporary folder
+                where = f"the series of {len(paths)} file(s) in {paths[0].parent}"
+                raise DataError(str(err).replace(str(folder), where)) from err
+            return [self._entry(Path(folder), probs, paths)]
 
     def _entry(self, image: Path, probs: list[float], files: Sequence[Path] | None = None) -> dict[str, Any]:
         best = max(range(len(probs)), key=probs.__getitem__)

@@ -25,7 +25,7 @@ from monai.deploy.core import ConditionType, Fragment, Operator, OperatorSpec
 from monai.deploy.operators.dicom_text_sr_writer_operator import DICOMTextSRWriterOperator
 
 from mimmx.deploy.classifier import BundleClassifier
-from mimmx.errors import DataError
+from mimmx.errors import DataError, MimmxError
 
 __all__ = ["BundleClassifierOperator", "ClassificationWriterOperator", "result_text"]
 
@@ -37,10 +37,16 @@ def _selected_series(study_selected_series_list) -> list:
 
 
 class BundleClassifierOperator(Operator):
-    """Selected series in, ``result`` (a dict: model identity and one entry per classified image) out."""
+    """Selected series in, ``result`` (a dict: model identity and one entry per classified image) out.
+
+    Input the bundle refuses (no selected series, an image its loader rejects) emits nothing, so the writer never
+    runs and nothing is written; the error is kept in ``failure`` for the caller to report by name after the graph
+    stops (an exception would surface as the executor's traceback instead).
+    """
 
     def __init__(self, fragment: Fragment, *args, classifier: BundleClassifier, **kwargs) -> None:
         self.classifier = classifier
+        self.failure: MimmxError | None = None
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -48,7 +54,14 @@ class BundleClassifierOperator(Operator):
         spec.output("result")
 
     def compute(self, op_input, op_output, context) -> None:
-        series_list = _selected_series(op_input.receive("study_selected_series_list"))
+        try:
+            result = self._classify(_selected_series(op_input.receive("study_selected_series_list")))
+        except MimmxError as err:
+            self.failure = err
+            return
+        op_output.emit(result, "result")
+
+    def _classify(self, series_list: list) -> dict[str, Any]:
         if not series_list:
             raise DataError("no DICOM series matched the selection rules; nothing to classify.")
         entries = []
@@ -68,7 +81,7 @@ class BundleClassifierOperator(Operator):
                         "predicted_class": entry["predicted_class"],
                     }
                 )
-        op_output.emit({**self.classifier.info, "results": entries}, "result")
+        return {**self.classifier.info, "results": entries}
 
 
 def result_text(result: dict[str, Any]) -> str:
