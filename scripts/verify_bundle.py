@@ -52,6 +52,7 @@ SMALL = {
     },
 }
 QUICK_EVAL = {"bootstrap_samples": 20, "posthoc_mi_steps": 20}
+_MADE: dict[Path, str] = {}  # environments this run created: bundles with the same pins share one
 
 
 def _log(message: str) -> None:
@@ -75,7 +76,7 @@ def make_venv(path: Path, meta: dict, reuse: bool = False) -> Path:
     python = path / "bin" / "python"
     stamp = path / "verify_bundle_pins.txt"
     wanted = "\n".join([torch_pin, *pins])
-    if reuse and stamp.is_file() and stamp.read_text() == wanted:
+    if _MADE.get(path) == wanted or (reuse and stamp.is_file() and stamp.read_text() == wanted):
         _log(f"  venv {path}: reused (same pins)")
     else:
         if path.exists():
@@ -86,6 +87,7 @@ def make_venv(path: Path, meta: dict, reuse: bool = False) -> Path:
         subprocess.run([*pip, torch_pin], check=True)
         subprocess.run([*pip, torch_pin, *pins], check=True)
         stamp.write_text(wanted)
+        _MADE[path] = wanted
     probe = subprocess.run([str(python), "-c", "import mimmx"], capture_output=True)
     if probe.returncode == 0:
         raise SystemExit(f"{path}: mimmx is importable in the fresh environment; the check would prove nothing.")
