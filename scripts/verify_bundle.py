@@ -10,7 +10,8 @@ file runs inside that environment (``--inside``), with the bundle folder on ``sy
 ``verify_metadata`` against the schema file, the large files' SHA-256, ``verify_net_in_out``, ``ckpt_export``
 (equal to the shipped ``model.ts``), ``monai.bundle.load`` returning the network with the shipped weights,
 ``ConfigWorkflow(...).check_properties()`` and a run of train, evaluate (train + evaluate configs) and inference
-as the zoo's unit tests do (training small, on the bundle's synthetic cohort), and the documented inference command
+as the zoo's unit tests do (training small, with the bundle's ``configs/smoke_test.json`` on its synthetic
+cohort), and the documented inference command
 ``python -m monai.bundle run --config_file configs/inference.json`` from the bundle folder.
 
 The zoo downloads the schema named in the metadata; offline, pass a copy with ``--schema``. Exit status 0 only
@@ -33,24 +34,6 @@ import venv
 import zipfile
 from pathlib import Path
 
-# small runs on the bundle's own synthetic cohort (keyed by its generator), as the zoo's unit tests shrink theirs
-SMALL = {
-    "cxr": {
-        "cohort#synthetic": {"generator": "cxr", "num_patients": 1200, "image_size": 32, "rho": 0.5},
-        "splits#sizes": {"train": 96, "val": 32, "test_id": 32, "test_inverted": 32, "test_balanced": 32},
-        "image_size": [32, 32],
-        "batch_size": 16,
-        "max_epochs": 1,
-    },
-    "mri": {
-        "cohort#synthetic": {"generator": "mri", "num_subjects": 1000, "shape": [16, 16, 16], "spacing": [8.0] * 3},
-        "splits#sizes": {"train": 64, "val": 16, "test_id": 16, "test_inverted": 16, "test_balanced": 32},
-        "pixdim": [8.0, 8.0, 8.0],
-        "spatial_size": [16, 16, 16],
-        "batch_size": 8,
-        "max_epochs": 1,
-    },
-}
 QUICK_EVAL = {"bootstrap_samples": 20, "posthoc_mi_steps": 20}
 _MADE: dict[Path, str] = {}  # environments this run created: bundles with the same pins share one
 
@@ -218,8 +201,7 @@ def _workflow(bundle: Path, configs: list[str], workflow_type: str, **overrides)
 
 
 def check_train_evaluate(bundle: Path, tmp: Path) -> str:
-    train = json.loads((bundle / "configs/train.json").read_text())
-    small = SMALL[train["cohort"]["synthetic"]["generator"]]
+    small = json.loads((bundle / "configs/smoke_test.json").read_text())  # the bundle's own small settings
     outputs = {
         "bundle_root": str(bundle),
         "dataset_dir": str(tmp / "data"),

@@ -8,30 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, ckpt_export, run, verify_net_in_out
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, run, verify_net_in_out
 
 from mimmx.errors import ConfigError, DataError
 from mimmx.methods import method_overrides
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
-# the shipped configs, only smaller: a small cohort, small images, one epoch
+# the shipped configs, only smaller: a small cohort, small images, one epoch (each bundle's configs/smoke_test.yaml)
 SMALL = {
-    "cxr": {
-        "cohort#synthetic": {"generator": "cxr", "num_patients": 1200, "image_size": 32, "rho": 0.5},
-        "splits#sizes": {"train": 96, "val": 32, "test_id": 32, "test_inverted": 32, "test_balanced": 32},
-        "image_size": [32, 32],
-        "batch_size": 16,
-        "max_epochs": 1,
-    },
-    "mri": {
-        "cohort#synthetic": {"generator": "mri", "num_subjects": 1000, "shape": [16, 16, 16], "spacing": [8.0] * 3},
-        "splits#sizes": {"train": 64, "val": 16, "test_id": 16, "test_inverted": 16, "test_balanced": 32},
-        "pixdim": [8.0, 8.0, 8.0],
-        "spatial_size": [16, 16, 16],
-        "batch_size": 8,
-        "max_epochs": 1,
-    },
+    name: ConfigParser.load_config_file(str(BUNDLES / f"mimmx_{name}" / "configs" / "smoke_test.yaml"))
+    for name in ("cxr", "mri")
 }
 # what the inference config needs to match the small training run, and the images it predicts on by default
 INFERENCE_SMALL = {"cxr": {"image_size": [32, 32]}, "mri": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16]}}

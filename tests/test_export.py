@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
 import json
 import re
@@ -22,30 +23,22 @@ from mimmx.export.vendor import rename_package
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
-# the shipped configs made small; written into a copy of the bundle, so the exported configs match the weights
+# the shipped configs made small (configs/smoke_test.yaml); written into a copy of the bundle, so that the exported
+# configs match the weights
+SMOKE = {
+    name: ConfigParser.load_config_file(str(BUNDLES / f"mimmx_{name}" / "configs" / "smoke_test.yaml"))
+    for name in ("cxr", "mri")
+}
 SMALL = {
     "cxr": {
-        "train": {
-            "cohort#synthetic": {"generator": "cxr", "num_patients": 1200, "image_size": 32, "rho": 0.5},
-            "splits#sizes": {"train": 96, "val": 32, "test_id": 32, "test_inverted": 32, "test_balanced": 32},
-            "image_size": [32, 32],
-            "batch_size": 16,
-            "max_epochs": 1,
-        },
-        "inference": {"image_size": [32, 32]},
-        "metadata": {"network_data_format#inputs#image#spatial_shape": [32, 32]},
+        "train": SMOKE["cxr"],
+        "inference": {"image_size": SMOKE["cxr"]["image_size"]},
+        "metadata": {"network_data_format#inputs#image#spatial_shape": SMOKE["cxr"]["image_size"]},
     },
     "mri": {
-        "train": {
-            "cohort#synthetic": {"generator": "mri", "num_subjects": 1000, "shape": [16, 16, 16], "spacing": [8.0] * 3},
-            "splits#sizes": {"train": 64, "val": 16, "test_id": 16, "test_inverted": 16, "test_balanced": 32},
-            "pixdim": [8.0, 8.0, 8.0],
-            "spatial_size": [16, 16, 16],
-            "batch_size": 8,
-            "max_epochs": 1,
-        },
-        "inference": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16]},
-        "metadata": {"network_data_format#inputs#image#spatial_shape": [16, 16, 16]},
+        "train": SMOKE["mri"],
+        "inference": {k: SMOKE["mri"][k] for k in ("pixdim", "spatial_size")},
+        "metadata": {"network_data_format#inputs#image#spatial_shape": SMOKE["mri"]["spatial_size"]},
     },
 }
 SAMPLE_SUFFIX = {"cxr": ".png", "mri": ".nii.gz"}
@@ -201,3 +194,31 @@ with torch.no_grad():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=bundle.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def test_deploy_classifier_matches_bundle_inference_on_dicom(exported, tmp_path):
+    """The classifier behind the Deploy operator and the Label task, on a synthetic DICOM made from a sample, gives
+    the probabilities of the bundle's documented inference command on the same DICOM input (within 1e-5)."""
+    from mimmx.deploy.classifier import BundleClassifier
+    from mimmx.deploy.dicom_samples import write_mr_series, write_radiograph
+
+    name, _, bundle, _ = exported
+    sample = sorted((bundle / "sample_data").iterdir())[0]
+    if name == "cxr":
+        image = write_radiograph(sample, tmp_path / "dicom" / "image.dcm")
+        files = [image]
+    else:
+        image = write_mr_series(sample, tmp_path / "dicom" / "series")
+        files = sorted(image.iterdir())
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json"]
+    cmd += ["--input_glob", str(image), "--output_dir", str(tmp_path / "run")]
+    done = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "run" / "predictions.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    classifier = BundleClassifier(bundle)
+    (entry,) = classifier.classify_files(files)
+    for class_name, p in entry["probabilities"].items():
+        assert p == pytest.approx(float(row[f"prob_{class_name}"]), abs=1e-5)
+    assert entry["predicted_class"] == row["pred_class"]
+    assert classifier.info["model_sha256"] == hashlib.sha256((bundle / "models/model.ts").read_bytes()).hexdigest()
