@@ -6,6 +6,7 @@ import ast
 import csv
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +23,12 @@ from mimmx.export import export_bundle
 from mimmx.export.vendor import rename_package
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+# the zoo's metadata schema (CI downloads it; offline a copy beside the repository, or MIMMX_META_SCHEMA)
+SCHEMA = Path(
+    os.environ.get(
+        "MIMMX_META_SCHEMA", Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+    )
+)
 # the shipped configs made small (configs/smoke_test.yaml); written into a copy of the bundle, so that the exported
 # configs match the weights
 SMOKE = {
@@ -150,7 +156,7 @@ def test_metadata_lists_every_package_and_measured_metrics(exported):
     assert meta["pytorch_version"] == "2.13.0" and "jsonschema" in meta["optional_packages_version"]
     summary = json.loads((root / "eval" / "metrics.json").read_text())["summary"]
     assert meta["eval_metrics"]["test_inverted_auroc"] == pytest.approx(summary["test_inverted_auroc"], abs=1e-4)
-    if SCHEMA.is_file():  # the zoo's schema, as CI downloads it (a copy beside the repository when present)
+    if SCHEMA.is_file():
         import jsonschema
 
         jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
