@@ -6,7 +6,6 @@ mimmx audit bundles/mimmx_cxr/data/datalist.json         # factor-target associa
 mimmx evaluate bundles/mimmx_cxr                         # metrics.json + report.md of the bundle's best model
 mimmx report bundles/mimmx_cxr/eval/metrics.json         # re-render the report from saved outputs
 mimmx methods                                            # the baselines' config overrides
-mimmx export-bundle bundles/mimmx_cxr --out dist/        # self-contained zoo bundle folder + zip (trained weights)
 """
 
 from __future__ import annotations
@@ -33,6 +32,22 @@ class Commands:
         module_name, _, attr = GENERATORS[kind].partition(":")
         generator = getattr(importlib.import_module(module_name), attr)
         return generator(out_dir=out_dir, seed=seed, **kwargs)
+
+    def export_bundle(
+        self,
+        bundle_dir: str,
+        out: str,
+        name: str | None = None,
+        weights_url: str | None = None,
+        data_license: str | None = None,
+        samples_per_class: int = 2,
+    ) -> str:
+        """Write a self-contained model-zoo bundle (folder + zip) from a trained, evaluated bundle; returns the zip:
+        ``mimmx export-bundle bundles/mimmx_cxr --out dist/``. The code the configs need ships in the bundle's
+        ``scripts/`` (see :func:`mimmx.zoo.export_bundle`)."""
+        from mimmx.zoo import export_bundle
+
+        return str(export_bundle(bundle_dir, out, name, weights_url, data_license, samples_per_class))
 
     def splits(self, datalist: str) -> None:
         """Print the split report stored in a data list written by the bundles."""
@@ -80,22 +95,6 @@ class Commands:
         history = history or _existing(folder / "history.json")
         features = features or _existing(folder / "features_test_balanced.npz")
         return write_report(metrics, out_dir or str(folder), history_file=history, features_file=features, title=title)
-
-    def export_bundle(
-        self,
-        bundle_dir: str,
-        out: str,
-        name: str | None = None,
-        weights_url: str | None = None,
-        data_license: str | None = None,
-        samples_per_class: int = 2,
-    ) -> str:
-        """Write a self-contained model-zoo bundle (folder + zip) from a trained, evaluated bundle; returns the zip.
-
-        The code the configs need ships in the bundle's ``scripts/``; see :func:`mimmx.export.export_bundle`."""
-        from mimmx.export import export_bundle
-
-        return str(export_bundle(bundle_dir, out, name, weights_url, data_license, samples_per_class))
 
     def methods(self) -> None:
         """Print every benchmarked method with the overrides that select it in ``monai.bundle run training``."""

@@ -18,7 +18,7 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from mimmx.errors import ConfigError
-from mimmx.export.vendor import PACKAGE, VENDORED_PACKAGE
+from mimmx.zoo.vendor import PACKAGE, VENDORED_PACKAGE
 
 __all__ = ["SAMPLE_DIR", "load_config", "rename_references", "exported_configs", "write_json"]
 
@@ -48,6 +48,17 @@ def rename_references(config: Any) -> Any:
     return config
 
 
+def _json_paths(config: Any, stems: set[str]) -> Any:
+    """``configs/train.yaml`` in a value -> ``configs/train.json`` (an exported config reading another one)."""
+    if isinstance(config, str):
+        return re.sub(r"configs/(\w+)\.ya?ml\b", lambda m: f"configs/{m[1]}.json" if m[1] in stems else m[0], config)
+    if isinstance(config, Mapping):
+        return {k: _json_paths(v, stems) for k, v in config.items()}
+    if isinstance(config, list | tuple):
+        return [_json_paths(v, stems) for v in config]
+    return config
+
+
 def exported_configs(configs_dir: str | Path, sample_glob: str) -> dict[str, dict]:
     """``{file stem: config}`` for every YAML/JSON config of a bundle (metadata excluded), renamed for export.
 
@@ -59,6 +70,7 @@ def exported_configs(configs_dir: str | Path, sample_glob: str) -> dict[str, dic
     folder = Path(configs_dir)
     files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.stem != "metadata")
     configs = {p.stem: rename_references(load_config(p)) for p in files}
+    configs = {stem: _json_paths(cfg, set(configs)) for stem, cfg in configs.items()}
     missing = {"train", "evaluate", "inference"} - configs.keys()
     if missing:
         raise ConfigError(f"export: {folder} lacks the config(s) {sorted(missing)} a shared bundle needs.")

@@ -1,8 +1,8 @@
 """``mimmx export-bundle``: a trained bundle -> a self-contained, zoo-ready bundle folder and zip.
 
 The artefact runs with only the packages its metadata lists: the code the configs reach is vendored into
-``scripts/`` (:mod:`mimmx.export.vendor`), the configs are JSON pointing at it (:mod:`mimmx.export.configs`),
-the package lists are derived from what the code and configs import (:mod:`mimmx.export.requirements`), and the
+``scripts/`` (:mod:`mimmx.zoo.vendor`), the configs are JSON pointing at it (:mod:`mimmx.zoo.configs`),
+the package lists are derived from what the code and configs import (:mod:`mimmx.zoo.requirements`), and the
 weights, their TorchScript export, a few sample images and a model card with the measured metrics ship with it.
 It is built under a temporary name and renamed when complete, so a failed export leaves nothing half-written.
 """
@@ -24,11 +24,11 @@ import torch
 import yaml
 
 from mimmx.errors import ConfigError, DataError
-from mimmx.export.configs import SAMPLE_DIR, exported_configs, load_config, write_json
-from mimmx.export.model_card import eval_metrics, render_model_card
-from mimmx.export.requirements import code_modules, config_modules, package_versions
-from mimmx.export.vendor import PACKAGE, VENDORED_PACKAGE, module_closure, vendor_modules
 from mimmx.io_utils import atomic_path
+from mimmx.zoo.configs import SAMPLE_DIR, exported_configs, load_config, write_json
+from mimmx.zoo.model_card import eval_metrics, render_model_card
+from mimmx.zoo.requirements import code_modules, config_modules, package_versions
+from mimmx.zoo.vendor import PACKAGE, VENDORED_PACKAGE, module_closure, vendor_modules
 
 __all__ = ["export_bundle", "sha256"]
 
@@ -241,6 +241,8 @@ def _build(
     write_json(staging / "configs" / "metadata.json", meta)
 
     shutil.copyfile(weights, staging / "models" / "model.pt")
+    for sidecar in weights.parent.glob(weights.name + ".*"):  # e.g. model.pt.sha256, checked when loading
+        shutil.copyfile(sidecar, staging / "models" / sidecar.name.replace(weights.name, "model.pt", 1))
     _export_torchscript(staging)
     shutil.copyfile(license_file, staging / "LICENSE")
     history_file = root / "eval" / "history.json"

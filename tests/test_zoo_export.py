@@ -19,8 +19,8 @@ import yaml
 from monai.bundle import ConfigParser, run
 
 from mimmx.errors import ConfigError
-from mimmx.export import export_bundle
-from mimmx.export.vendor import rename_package
+from mimmx.zoo import export_bundle
+from mimmx.zoo.vendor import rename_package
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 # the zoo's metadata schema (CI downloads it; offline a copy beside the repository, or MIMMX_META_SCHEMA)
