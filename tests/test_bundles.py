@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, run, verify_net_in_out
+from monai.bundle import ckpt_export, run, verify_net_in_out
 
 from mimmx.errors import ConfigError, DataError
 from mimmx.methods import method_overrides
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
+
+def _smoke_test(name: str) -> dict:
+    from monai.bundle import ConfigParser
+
+    return ConfigParser.load_config_file(str(BUNDLES / f"mimmx_{name}" / "configs" / "smoke_test.yaml"))
+
+
 # the shipped configs, only smaller: a small cohort, small images, one epoch (each bundle's configs/smoke_test.yaml)
-SMALL = {
-    name: ConfigParser.load_config_file(str(BUNDLES / f"mimmx_{name}" / "configs" / "smoke_test.yaml"))
-    for name in ("cxr", "mri")
-}
+SMALL = {name: _smoke_test(name) for name in ("cxr", "mri")}
 # what the inference config needs to match the small training run, and the images it predicts on by default
 INFERENCE_SMALL = {"cxr": {"image_size": [32, 32]}, "mri": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16]}}
 DEFAULT_INPUTS = {
@@ -163,6 +167,8 @@ def test_verify_net_in_out_and_torchscript_export(trained):
 
 def test_workflows_pass_the_zoo_property_checks(trained):
     """What the model zoo's unit tests check: train, train + evaluate (as a train workflow), inference."""
+    from monai.bundle import ConfigWorkflow
+
     name, root = trained
     cfg = _configs(name)
     for files, kind, overrides in (
