@@ -17,24 +17,15 @@ from mimmx.methods import method_overrides
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
-# the shipped configs, only smaller: a small cohort, small images, one epoch
-SMALL = {
-    "cxr": {
-        "cohort#synthetic": {"generator": "cxr", "num_patients": 1200, "image_size": 32, "rho": 0.5},
-        "splits#sizes": {"train": 96, "val": 32, "test_id": 32, "test_inverted": 32, "test_balanced": 32},
-        "image_size": [32, 32],
-        "batch_size": 16,
-        "max_epochs": 1,
-    },
-    "mri": {
-        "cohort#synthetic": {"generator": "mri", "num_subjects": 1000, "shape": [16, 16, 16], "spacing": [8.0] * 3},
-        "splits#sizes": {"train": 64, "val": 16, "test_id": 16, "test_inverted": 16, "test_balanced": 32},
-        "pixdim": [8.0, 8.0, 8.0],
-        "spatial_size": [16, 16, 16],
-        "batch_size": 8,
-        "max_epochs": 1,
-    },
-}
+
+def _smoke_test(name: str) -> dict:
+    from monai.bundle import ConfigParser
+
+    return ConfigParser.load_config_file(str(BUNDLES / f"mimmx_{name}" / "configs" / "smoke_test.yaml"))
+
+
+# the shipped configs, only smaller: a small cohort, small images, one epoch (each bundle's configs/smoke_test.yaml)
+SMALL = {name: _smoke_test(name) for name in ("cxr", "mri")}
 # what the inference config needs to match the small training run, and the images it predicts on by default
 INFERENCE_SMALL = {"cxr": {"image_size": [32, 32]}, "mri": {"pixdim": [8.0, 8.0, 8.0], "spatial_size": [16, 16, 16]}}
 DEFAULT_INPUTS = {
@@ -262,6 +253,26 @@ def test_a_changed_model_file_is_refused_by_name(trained, tmp_path):
     cause = _root_cause(info.value)
     assert isinstance(cause, CheckpointError) and "does not match" in str(cause) and str(copy) in str(cause)
     assert not (root / "eval" / "predictions.csv").exists(), "a failed run leaves no predictions behind"
+
+
+def test_workflows_pass_the_zoo_property_checks(trained):
+    """What the model zoo's unit tests check: train, train + evaluate (as a train workflow), inference."""
+    from monai.bundle import ConfigWorkflow
+
+    name, root = trained
+    cfg = _configs(name)
+    for files, kind, overrides in (
+        (cfg["train"], "train", SMALL[name]),
+        ([cfg["train"], cfg["evaluate"]], "train", SMALL[name]),
+        (cfg["inference"], "infer", INFERENCE_SMALL[name]),
+    ):
+        workflow = ConfigWorkflow(
+            config_file=files, meta_file=cfg["metadata"], workflow_type=kind, bundle_root=str(root), **overrides
+        )
+        workflow.initialize()
+        assert not workflow.check_properties(), f"{files}: missing required properties"
+        if kind == "train":
+            assert workflow.val_interval == 1, "ValidationHandler's interval is the val_interval id"
 
 
 def test_resume_from_training_checkpoint(trained):

@@ -44,6 +44,22 @@ class Commands:
         generator = getattr(importlib.import_module(module_name), attr)
         return generator(out_dir=out_dir, seed=seed, **kwargs)
 
+    def export_bundle(
+        self,
+        bundle_dir: str,
+        out: str,
+        name: str | None = None,
+        weights_url: str | None = None,
+        data_license: str | None = None,
+        samples_per_class: int = 2,
+    ) -> str:
+        """Write a self-contained model-zoo bundle (folder + zip) from a trained, evaluated bundle; returns the zip:
+        ``mimmx export-bundle bundles/mimmx_cxr --out dist/``. The code the configs need ships in the bundle's
+        ``scripts/`` (see :func:`mimmx.zoo.export_bundle`)."""
+        from mimmx.zoo import export_bundle
+
+        return str(export_bundle(bundle_dir, out, name, weights_url, data_license, samples_per_class))
+
     def splits(self, datalist: str) -> None:
         """Print the split report stored in a data list written by the bundles."""
         meta = read_datalist(datalist, splits=()).get("metadata", {})
