@@ -264,7 +264,7 @@ def test_workflows_pass_the_zoo_property_checks(trained):
     for files, kind, overrides in (
         (cfg["train"], "train", SMALL[name]),
         ([cfg["train"], cfg["evaluate"]], "train", SMALL[name]),
-        (cfg["inference"], "infer", INFERENCE_SMALL[name]),
+        (cfg["inference"], "infer", _inference_overrides(name)),
     ):
         workflow = ConfigWorkflow(
             config_file=files, meta_file=cfg["metadata"], workflow_type=kind, bundle_root=str(root), **overrides
