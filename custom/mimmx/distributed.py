@@ -14,13 +14,15 @@ average is then exactly the gradient one process would compute.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from mimmx.errors import TrainingError
+from mimmx.errors import ConfigError, TrainingError
 
-__all__ = ["world_size", "rank", "gather_rows", "broadcast_module"]
+__all__ = ["world_size", "rank", "gather_rows", "gather_objects", "broadcast_module", "per_rank_batch_size"]
 
 
 def world_size() -> int:
@@ -76,6 +78,16 @@ def gather_rows(x: Tensor, name: str = "features") -> tuple[Tensor, slice]:
     return torch.cat(rows), slice(own * x.shape[0], (own + 1) * x.shape[0])
 
 
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order; ``[value]`` without a process group."""
+    n = world_size()
+    if n == 1:
+        return [value]
+    out: list[Any] = [None] * n
+    dist.all_gather_object(out, value)
+    return out
+
+
 @torch.no_grad()
 def broadcast_module(module: nn.Module, src: int = 0) -> None:
     """Copy ``src``'s parameters and buffers into every rank's ``module`` (no-op without a process group).
@@ -88,3 +100,18 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     for tensor in [*module.parameters(), *module.buffers()]:
         dist.broadcast(tensor.data, src)
+
+
+def per_rank_batch_size(batch_size: int, config_id: str = "batch_size") -> int:
+    """Each rank's share of a global batch.
+
+    Raises:
+        ConfigError: the global batch does not split evenly over the processes.
+    """
+    n = world_size()
+    if int(batch_size) < n or int(batch_size) % n:
+        raise ConfigError(
+            f"{config_id}: the global batch of {batch_size} images does not split evenly over {n} processes; "
+            f"use a multiple of {n}."
+        )
+    return int(batch_size) // n

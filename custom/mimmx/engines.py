@@ -127,9 +127,13 @@ class MIMMXTrainer(SupervisedTrainer):
             params = list(term.encoder_side_parameters())
             if params:
                 optimizer.add_param_group({"params": params})
-        if world_size() > 1:  # the terms' critics and queues start, and stay, equal on every rank
+        if world_size() > 1:
+            # the terms' critics and queues start, and stay, equal on every rank
             broadcast_module(self.objective)
             self.add_event_handler(Events.EPOCH_STARTED, lambda engine: broadcast_module(engine.objective))
+            # BatchNorm's running statistics last moved with each rank's own batch: validate rank 0's everywhere
+            last = Events.ITERATION_COMPLETED(event_filter=lambda engine, i: i % engine.state.epoch_length == 0)
+            self.add_event_handler(last, lambda engine: broadcast_module(engine.model))
 
     def run(self) -> None:
         """Trainer.run would make a CUDA-only gradient scaler; this trainer makes one only for float16 on CUDA."""

@@ -193,9 +193,13 @@ class SelectionCheckpoints:
 
     def _completed(self, engine: Engine) -> None:
         from mimmx.baselines import group_index
+        from mimmx.distributed import gather_objects, rank
         from mimmx.io_utils import atomic_path
         from mimmx.metrics import decision_leakage, group_balanced_auroc
 
+        # several processes: each validated its shard of val; every rank scores all of val, rank 0 saves
+        self._rows = [row for part in gather_objects(self._rows) for row in part]
+        self._scores = [score for part in gather_objects(self._scores) for score in part]
         rows = torch.as_tensor(self._rows).numpy().reshape(-1, 1 + len(self.specs))
         groups = group_index(rows[:, 0], [rows[:, j + 1] for j in range(len(self.specs))], self.specs)
         value = group_balanced_auroc(rows[:, 0], self._scores, groups)
@@ -209,7 +213,7 @@ class SelectionCheckpoints:
         if self.balanced_file and value is not None and value > self.best:
             self.best = value
             targets.append(self.balanced_file)
-        for name in targets:
+        for name in targets if rank() == 0 else []:
             with atomic_path(self.save_dir / name) as tmp:
                 torch.save(self.network.state_dict(), tmp)
         logging.getLogger("mimmx").info(
