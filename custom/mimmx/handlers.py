@@ -31,8 +31,10 @@ def _first(output: Any) -> dict:
 class TrainingHistory:
     """Averages every CE, MI-per-pair and weight statistic over each epoch, logs it and keeps a JSON history.
 
-    The epoch means are also put into ``engine.state.metrics`` (prefixed ``train_``), where MONAI's StatsHandler
-    and TensorBoardStatsHandler pick them up. ``validator``'s metrics, when given, join each epoch's record.
+    The epoch means are also put into ``engine.state.metrics`` (prefixed ``train_``, pairs as ``a/b`` instead of
+    ``a|b``, the loss as ``train_epoch_loss`` beside the per-iteration ``train_loss``), where MONAI's StatsHandler,
+    TensorBoardStatsHandler and MLFlowHandler pick them up. ``validator``'s metrics, when given, join each epoch's
+    record.
     """
 
     def __init__(self, output_file: str | None = None, validator: Engine | None = None, name: str = "mimmx") -> None:
@@ -69,7 +71,8 @@ class TrainingHistory:
         record.update({k: v / max(self._count, 1) for k, v in sorted(self._sums.items())})
         for key, value in record.items():
             if key not in ("epoch",):
-                engine.state.metrics[f"train_{key}"] = value
+                name = "epoch_loss" if key == Keys.LOSS else key.replace("|", "/")  # MLflow refuses '|'
+                engine.state.metrics[f"train_{name}"] = value
         record.update(self._validation.pop(engine.state.epoch, {}))
         self.history.append(record)
         mi = "  ".join(f"{k[3:]}={v:.3f}" for k, v in record.items() if k.startswith("mi_") and k != "mi_scale")
