@@ -46,7 +46,7 @@ def _torchrun(nproc: int, name: str, root: Path, overrides: Path) -> subprocess.
 
 
 def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
-    name = "cxr"  # the MRI bundle's multi_gpu_train.yaml is the same file (test below)
+    name = "cxr"  # the MRI bundle's multi_gpu_train.yaml has the same ids and values (tests/test_config_parity.py)
     overrides = tmp_path / "small.yaml"
     small = {
         **SMALL[name],
@@ -103,9 +103,3 @@ def test_global_batch_must_split_evenly(monkeypatch):
     assert distributed.per_rank_batch_size(12) == 4
     with pytest.raises(ConfigError, match=r"batch_size: the global batch of 16 images does not split evenly over 3"):
         distributed.per_rank_batch_size(16)
-
-
-def test_both_bundles_ship_the_same_multi_gpu_config():
-    """The modality lives in train.yaml; the multi-process overlay is one file in two bundles (the names differ)."""
-    cxr, mri = ((BUNDLES / f"mimmx_{b}" / "configs" / "multi_gpu_train.yaml").read_text() for b in ("cxr", "mri"))
-    assert cxr.replace("mimmx_cxr", "mimmx_mri") == mri
