@@ -103,3 +103,18 @@ def test_global_batch_must_split_evenly(monkeypatch):
     assert distributed.per_rank_batch_size(12) == 4
     with pytest.raises(ConfigError, match=r"batch_size: the global batch of 16 images does not split evenly over 3"):
         distributed.per_rank_batch_size(16)
+
+
+def test_sync_batchnorm_keeps_the_checkpoint_layout():
+    """On GPUs multi_gpu_train.yaml converts BatchNorm to SyncBatchNorm in place: model.pt must still load into the
+    plain network of inference.yaml, and evaluation (no synchronisation) must compute the same."""
+    from mimmx.networks import MIMMXNet
+
+    factors = [{"name": "sex", "classes": [0, 1]}]
+    plain = MIMMXNet(2, 1, 2, factors, partition_dim=4).eval()
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(MIMMXNet(2, 1, 2, factors, partition_dim=4)).eval()
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    plain.load_state_dict(converted.state_dict(), strict=True)
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(plain(images), converted(images))
