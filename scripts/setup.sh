@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv and installs mimmx with its pinned dependencies. torch goes first, pinned: an unpinned torch
-# pulled in by another package would fetch a multi-GB CUDA build.
+# pulled in by another package would fetch a multi-GB CUDA build. EXTRAS picks the optional extras (default: dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,5 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[${EXTRAS:-dev}]"
 echo "mimmx installed in $(pwd)/.venv"

@@ -70,7 +70,7 @@ def test_iteration_outputs_every_head_pair_and_weight():
     assert {"weight_causal|sex", "weight_causal|age", "weight_sex|age", "mi_scale"} <= set(out)
     assert 0 < out["mi_scale"] <= 1
     assert len(history.history) == 2 and history.history[-1]["epoch"] == 2
-    assert "train_mi_causal|sex" in trainer.state.metrics
+    assert "train_mi_causal/sex" in trainer.state.metrics
     changed = [not torch.equal(a, b.detach()) for a, b in zip(critic_before, critic.parameters())]
     assert any(changed), "critic parameters were not updated"
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from mimmx.distributed import rank
 from mimmx.errors import CheckpointError
 from mimmx.io_utils import atomic_path, atomic_write_text, sha256_file
 
@@ -172,6 +173,8 @@ class TrainingCheckpoint:
         return self.save_dir / f"{self.prefix}_epoch={epoch}.pt"
 
     def save(self, engine: Engine) -> None:
+        if rank() != 0:  # several processes hold the same state; one writes it
+            return
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         save_weights(state, self.checkpoint_path(engine.state.epoch))
         kept = sorted(

@@ -31,10 +31,11 @@ def _first(output: Any) -> dict:
 class TrainingHistory:
     """Averages every CE, MI-per-pair and weight statistic over each epoch, logs it and keeps a JSON history.
 
-    The epoch means are also put into ``engine.state.metrics`` (prefixed ``train_``), where MONAI's StatsHandler
-    and TensorBoardStatsHandler pick them up. ``validator``'s metrics, when given, join each epoch's record.
-    The history is part of the resumable training checkpoint (``state_dict``), so a resumed run keeps the epochs
-    before the interruption in ``history.json``.
+    The epoch means are also put into ``engine.state.metrics`` (prefixed ``train_``, pairs as ``a/b`` instead of
+    ``a|b``, the loss as ``train_epoch_loss`` beside the per-iteration ``train_loss``), where MONAI's StatsHandler,
+    TensorBoardStatsHandler and MLFlowHandler pick them up. ``validator``'s metrics, when given, join each epoch's
+    record. The history is part of the resumable training checkpoint (``state_dict``), so a resumed run keeps the
+    epochs before the interruption in ``history.json``.
     """
 
     def __init__(self, output_file: str | None = None, validator: Engine | None = None, name: str = "mimmx") -> None:
@@ -78,7 +79,8 @@ class TrainingHistory:
         record.update({k: v / max(self._count, 1) for k, v in sorted(self._sums.items())})
         for key, value in record.items():
             if key not in ("epoch",):
-                engine.state.metrics[f"train_{key}"] = value
+                name = "epoch_loss" if key == Keys.LOSS else key.replace("|", "/")  # MLflow refuses '|'
+                engine.state.metrics[f"train_{name}"] = value
         record.update(self._validation.pop(engine.state.epoch, {}))
         self.history.append(record)
         mi = "  ".join(f"{k[3:]}={v:.3f}" for k, v in record.items() if k.startswith("mi_") and k != "mi_scale")
@@ -217,8 +219,12 @@ class SelectionCheckpoints:
     def _completed(self, engine: Engine) -> None:
         from mimmx.baselines import group_index
         from mimmx.checkpoints import save_weights
+        from mimmx.distributed import gather_objects, rank
         from mimmx.metrics import decision_leakage, group_balanced_auroc
 
+        # several processes: each validated its shard of val; every rank scores all of val, rank 0 saves
+        self._rows = [row for part in gather_objects(self._rows) for row in part]
+        self._scores = [score for part in gather_objects(self._scores) for score in part]
         rows = torch.as_tensor(self._rows).numpy().reshape(-1, 1 + len(self.specs))
         groups = group_index(rows[:, 0], [rows[:, j + 1] for j in range(len(self.specs))], self.specs)
         value = group_balanced_auroc(rows[:, 0], self._scores, groups)
@@ -237,7 +243,7 @@ class SelectionCheckpoints:
             self.best_key = float(key)
             targets.append(self.key_file)
         state = self.network.state_dict()
-        for name in targets:
+        for name in targets if rank() == 0 else []:
             save_weights(state, self.save_dir / name)
         logging.getLogger("mimmx").info(
             f"epoch {engine.state.epoch}: group-balanced val AUROC {engine.state.metrics[self.metric_name]:.4f} "

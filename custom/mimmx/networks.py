@@ -26,7 +26,12 @@ CAUSAL = "causal"
 
 
 class SmallCNN(nn.Module):
-    """A few strided convolutions, global pooling and a linear layer: fast enough to train on a CPU."""
+    """A few strided convolutions, global pooling and a linear layer: fast enough to train on a CPU.
+
+    ``norm`` is MONAI's normalisation name (``BATCH`` by default, ``INSTANCE``, or None). Batch statistics are
+    per process when a batch is split over several (SyncBatchNorm needs GPUs); None or INSTANCE make such a run
+    compute exactly what one process would.
+    """
 
     def __init__(
         self,
@@ -36,15 +41,14 @@ class SmallCNN(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 64),
         strides: Sequence[int] = (2, 2, 2, 2),
         dropout: float = 0.0,
+        norm: str | None = "BATCH",
     ) -> None:
         super().__init__()
         if len(channels) != len(strides):
             raise ConfigError(f"network_def#channels and #strides differ in length: {channels} vs {strides}.")
         layers, c_in = [], in_channels
         for c_out, stride in zip(channels, strides):
-            layers.append(
-                Convolution(spatial_dims, c_in, c_out, strides=stride, kernel_size=3, act="RELU", norm="BATCH")
-            )
+            layers.append(Convolution(spatial_dims, c_in, c_out, strides=stride, kernel_size=3, act="RELU", norm=norm))
             c_in = c_out
         self.encoder = nn.Sequential(*layers)
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
@@ -124,10 +128,14 @@ class MIMMXNet(nn.Module):
     def partition_dims(self) -> dict[str, int]:
         return {name: self.partition_dim for name in self.partition_names}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Causal logits only: what deployment sees."""
-        causal = self.backbone(x)[:, : self.partition_dim]
-        return self.heads["causal"](causal)  # literal: TorchScript cannot read module globals
+    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor:
+        """Causal logits only: what deployment sees. ``features=True`` returns the whole feature vector instead: the
+        trainer's pass, which must go through ``forward`` because DistributedDataParallel synchronises the gradients
+        of what is computed there."""
+        out = self.backbone(x)
+        if features:
+            return out
+        return self.heads["causal"](out[:, : self.partition_dim])  # literal: TorchScript cannot read module globals
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The whole feature vector, all partitions side by side."""
