@@ -17,6 +17,12 @@ BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 NAMES = ("mimmx_cxr", "mimmx_mri")
 
 IMAGE_GEOMETRY = "2D image size vs 3D voxel spacing and volume size"
+INPUT_CHECKS = {
+    "dicom_modalities": "the DICOM Modality each bundle accepts (CR/DX radiographs, MR)",
+    "field_of_view": "the plausible extent of a brain volume (3D only)",
+    "max_obliquity": "how far a volume may tilt off the anatomical axes (3D only)",
+    "spacing_range": "the plausible voxel spacing of a brain MRI (3D only)",
+}
 ALLOWED: dict[str, dict[str, str]] = {
     "train": {
         "cohort": "the cohort's own table format, columns and synthetic generator",
@@ -32,11 +38,12 @@ ALLOWED: dict[str, dict[str, str]] = {
         "network_def#spatial_dims": "2D vs 3D",
         "preprocessing_transforms": "loading, orienting and resampling differ by modality",
         "augmentation_transforms": "which augmentations are safe depends on the modality's factors",
+        **INPUT_CHECKS,
     },
     "evaluate": {},
     "inference": {
         "class_names": "the task's classes",
-        "factors": "the network's layout (the modality's factors)",
+        **INPUT_CHECKS,
         "image_size": IMAGE_GEOMETRY,
         "spatial_size": IMAGE_GEOMETRY,
         "pixdim": IMAGE_GEOMETRY,
