@@ -52,6 +52,7 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
         **SMALL[name],
         "max_epochs": 2,
         "dataset_dir": str(tmp_path / "data"),  # shared: the first run writes it, the second reuses it
+        "cohort#synthetic#into_dataset_dir": True,  # a folder outside the bundle, generated on purpose
         "augmentation_transforms": [],
         "network_def#backbone_kwargs": {"norm": "INSTANCE"},
     }
@@ -90,12 +91,9 @@ def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
     assert torch.allclose(outputs[0], outputs[1], atol=TOLERANCE), (outputs[0] - outputs[1]).abs().max()
     for nproc in (1, 2):  # rank 0 alone writes the checkpoints
         models = tmp_path / f"run{nproc}" / "models"
-        assert sorted(p.name for p in models.iterdir()) == [
-            "model.pt",
-            "model_balanced_val.pt",
-            "model_last.pt",
-            "training_checkpoint_epoch=2.pt",
-        ]
+        written = ["model.pt", "model_balanced_val.pt", "model_last.pt", "training_checkpoint_epoch=2.pt"]
+        # each with its SHA-256 beside it
+        assert sorted(p.name for p in models.iterdir()) == sorted(written + [f"{n}.sha256" for n in written])
 
 
 def test_global_batch_must_split_evenly(monkeypatch):
