@@ -93,6 +93,31 @@ def test_export_refuses_a_bundle_without_weights(tmp_path):
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
 
 
+def test_feature_only_imports_are_optional_packages(monkeypatch):
+    """mlflow is imported only under --tracking mlflow: never a required package, and no export error when absent."""
+    from importlib import metadata
+
+    from mimmx.zoo import requirements
+
+    found = requirements.package_versions(["mlflow.entities", "monai.bundle", "nibabel"])
+    assert "mlflow" not in found["required_packages_version"]
+    assert "mlflow-skinny" not in found["required_packages_version"]
+    assert "nibabel" in found["required_packages_version"]
+    real = metadata.version
+
+    def without_mlflow(name: str) -> str:
+        if name.startswith("mlflow"):
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(requirements.metadata, "version", without_mlflow)
+    monkeypatch.setattr(requirements.metadata, "packages_distributions", lambda: {})
+    found = requirements.package_versions(["mlflow.entities", "monai.bundle"])
+    assert not any(d.startswith("mlflow") for d in found["optional_packages_version"])
+    with pytest.raises(ConfigError, match="not installed"):
+        requirements.package_versions(["surely_not_a_module_xyz"])
+
+
 def test_rename_package_changes_code_and_module_strings_only():
     source = (
         '"""mimmx.networks is described here, mimmx too."""\n'

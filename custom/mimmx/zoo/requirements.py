@@ -35,6 +35,9 @@ ALWAYS_REQUIRED = ("fire",)
 # only for tools around the bundle: ``verify_metadata`` validates with jsonschema, ``download_large_files`` reads
 # large_files.yml with PyYAML
 OPTIONAL = ("jsonschema", "yaml")
+# imported by the shipped code only for a feature the user turns on (``--tracking mlflow``): optional, and listed
+# only when installed here
+OPTIONAL_FEATURES = ("mlflow",)
 
 
 def _walk_strings(config: Any) -> Iterable[str]:
@@ -111,7 +114,7 @@ def package_versions(
     for component in components:
         roots.update(RUNTIME_BACKENDS.get(component, ()))
     roots.update(ALWAYS_REQUIRED)
-    roots -= set(sys.stdlib_module_names) | set(skip)
+    roots -= set(sys.stdlib_module_names) | set(skip) | set(OPTIONAL_FEATURES)
     required: dict[str, str] = {}
     result: dict[str, Any] = {}
     for root in sorted(roots):
@@ -127,6 +130,8 @@ def package_versions(
         result.setdefault(key, metadata.version(root).split("+")[0])
     result["required_packages_version"] = dict(sorted(required.items()))
     result["optional_packages_version"] = {
-        d: metadata.version(d) for d in (_distribution(m) for m in OPTIONAL) if d and d not in required
+        d: metadata.version(d).split("+")[0]
+        for d in (_distribution(m) for m in OPTIONAL + OPTIONAL_FEATURES)
+        if d and d not in required
     }
     return result
