@@ -205,6 +205,7 @@ def check_train_evaluate(bundle: Path, tmp: Path) -> str:
     outputs = {
         "bundle_root": str(bundle),
         "dataset_dir": str(tmp / "data"),
+        "cohort#synthetic#into_dataset_dir": True,  # the smoke test's cohort, generated there on purpose
         "ckpt_dir": str(tmp / "models"),
         "output_dir": str(tmp / "eval"),
         "log_dir": str(tmp / "logs"),

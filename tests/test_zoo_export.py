@@ -215,6 +215,9 @@ for config in ("train", "inference"):
     net = parser.get_parsed_content("network_def").eval()
     net.load_state_dict(torch.load({str(bundle)!r} + "/models/model.pt", weights_only=True), strict=True)
     assert type(net).__module__ == "scripts.networks", type(net).__module__
+# as the zoo's checks read it: no --bundle_root, from another working directory
+parser = ConfigParser(ConfigParser.load_config_file({str(bundle)!r} + "/configs/inference.json"))
+parser.get_parsed_content("network_def")
 ts = torch.jit.load({str(bundle)!r} + "/models/model.ts")
 import json
 image = json.load(open({str(bundle)!r} + "/configs/metadata.json"))["network_data_format"]["inputs"]["image"]
@@ -225,6 +228,8 @@ with torch.no_grad():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=bundle.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+    configs = {c: json.loads((bundle / "configs" / f"{c}.json").read_text()) for c in ("train", "inference")}
+    assert configs["inference"]["factors"] == configs["train"]["factors"]  # written in from the one source
 
 
 def test_deploy_classifier_matches_bundle_inference_on_dicom(exported, tmp_path):

@@ -77,6 +77,10 @@ def exported_configs(configs_dir: str | Path, sample_glob: str) -> dict[str, dic
     if "input_glob" not in configs["inference"]:
         raise ConfigError(f"export: {folder / 'inference.yaml'} has no `input_glob` id to point at the samples.")
     configs["inference"]["input_glob"] = f"$@bundle_root + '/{sample_glob}'"
+    # the zoo's checks read an exported bundle from any working directory, without --bundle_root: the inference
+    # config gets the factor list written in from the training config it would read it from (the one source)
+    if isinstance(configs["inference"].get("factors"), str) and "factors" in configs["train"]:
+        configs["inference"]["factors"] = configs["train"]["factors"]
     left = [stem for stem, cfg in configs.items() if _REFERENCE.search(json.dumps(cfg))]
     if left:
         raise ConfigError(f"export: {left} still reference {PACKAGE!r} after renaming.")
