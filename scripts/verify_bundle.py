@@ -205,11 +205,12 @@ def check_train_evaluate(bundle: Path, tmp: Path) -> str:
     outputs = {
         "bundle_root": str(bundle),
         "dataset_dir": str(tmp / "data"),
-        "cohort#synthetic#into_dataset_dir": True,  # the smoke test's cohort, generated there on purpose
         "ckpt_dir": str(tmp / "models"),
         "output_dir": str(tmp / "eval"),
         "log_dir": str(tmp / "logs"),
     }
+    # the smoke test's cohort, generated into the run's own folder on purpose (set after smoke_test's cohort#synthetic)
+    small = {**small, "cohort#synthetic#into_dataset_dir": True}
     _workflow(bundle, ["train.json"], "train", **outputs, **small)
     if not (tmp / "models" / "model.pt").is_file():
         raise AssertionError("training wrote no models/model.pt")
