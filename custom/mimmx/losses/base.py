@@ -25,6 +25,7 @@ __all__ = [
     "load_optimizer_state",
     "with_target",
     "check_causal_reader",
+    "scheduled_weight",
 ]
 
 
@@ -130,3 +131,13 @@ def check_causal_reader(
     unknown = sorted({f.name for f in term_factors} - {f.name for f in factors})
     if unknown:
         raise ConfigError(f"{config_id}: factors {unknown} are not the model's {[f.name for f in factors]}.")
+
+
+def scheduled_weight(weight: float, epoch: int, warmup_epochs: int = 0, ramp_epochs: int = 0) -> float:
+    """A penalty's weight in ``epoch`` (1-based): 0 during the warm-up, then a linear ramp, then ``weight``."""
+    active = epoch - warmup_epochs
+    if active <= 0:
+        return 0.0
+    if ramp_epochs and active < ramp_epochs:
+        return weight * active / ramp_epochs
+    return weight

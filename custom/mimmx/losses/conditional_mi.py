@@ -38,6 +38,7 @@ from mimmx.losses.base import (
     check_causal_reader,
     load_optimizer_state,
     optimizer_state,
+    scheduled_weight,
     with_target,
 )
 from mimmx.losses.queue import FeatureQueue
@@ -183,12 +184,7 @@ class ConditionalFactorMI(LossTerm):
 
     def weight_at(self, epoch: int) -> float:
         """The penalty's weight in ``epoch`` (1-based): 0 during the warm-up, then the linear ramp, then ``weight``."""
-        active = epoch - self.warmup_epochs
-        if active <= 0:
-            return 0.0
-        if self.ramp_epochs and active < self.ramp_epochs:
-            return self.weight * active / self.ramp_epochs
-        return self.weight
+        return scheduled_weight(self.weight, epoch, self.warmup_epochs, self.ramp_epochs)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"optimizer": optimizer_state(self.optimizer)}

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
-from mimmx.losses.base import LossTerm, StepContext
+from mimmx.losses.base import LossTerm, StepContext, scheduled_weight
 from mimmx.networks import CAUSAL
 
 __all__ = ["ConditionalDecisionGap", "true_class_margin"]
@@ -100,6 +100,5 @@ class ConditionalDecisionGap(LossTerm):
         values = self.gaps(ctx.logits[CAUSAL], ctx.labels)
         total = torch.stack(list(values.values())).sum()
         stats = {f"decision_gap|{name}": float(v.detach()) for name, v in values.items()}
-        if ctx.epoch <= self.warmup_epochs:
-            return total.detach() * 0.0, stats
-        return self.weight * total, stats
+        weight = scheduled_weight(self.weight, ctx.epoch, self.warmup_epochs)
+        return (weight * total if weight else total.detach() * 0.0), stats
