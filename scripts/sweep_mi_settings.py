@@ -29,18 +29,20 @@ from sklearn.metrics import roc_auc_score
 from mimmx.data import datalist_base_dir
 from mimmx.engines import MIMMXTrainer
 from mimmx.evaluation import collect_outputs
+from mimmx.factors import factor_names, label_keys, parse_factors
 from mimmx.losses import HeadCrossEntropy, PairwiseMITerm
 from mimmx.mi import PairwiseMI
+from mimmx.names import CAUSAL, SPLIT_NAMES, TEST_BALANCED, TRAIN
 from mimmx.networks import MIMMXNet
 
-SPLITS = ("train", "val", "test_id", "test_inverted", "test_balanced")
+SPLITS = SPLIT_NAMES
 
 
 def within_class_auc(probs: np.ndarray, labels: dict[str, np.ndarray], factor: str) -> float:
     """Mean over target classes of the AUC of the causal probability against the factor (0.5: independent)."""
     values = []
     for y in (0, 1):
-        mask = labels["causal"] == y
+        mask = labels[CAUSAL] == y
         if len(np.unique(labels[factor][mask])) > 1:
             values.append(roc_auc_score(labels[factor][mask], probs[mask][:, 1]))
     return float(np.mean(values))
@@ -67,13 +69,14 @@ def run_setting(parser: ConfigParser, data: dict, factors: list, setting: dict, 
     start = time.perf_counter()
     trainer.run()
     out = {"setting": setting, "seconds": round(time.perf_counter() - start)}
-    keys = {"causal": "label", **{f["name"]: f["name"] for f in factors}}
+    names = factor_names(factors, config_id="train.yaml#factors")
+    keys = label_keys(parse_factors(factors, config_id="train.yaml#factors"))
     for split in SPLITS:
         probs, labels, _ = collect_outputs(net, DataLoader(data[f"eval_{split}"], batch_size=128), keys, "cpu")
-        out[f"{split}_auc"] = round(roc_auc_score(labels["causal"], probs["causal"][:, 1]), 3)
-        if split in ("train", "test_balanced"):
+        out[f"{split}_auc"] = round(roc_auc_score(labels[CAUSAL], probs[CAUSAL][:, 1]), 3)
+        if split in (TRAIN, TEST_BALANCED):
             out[f"within_class_auc_{split}"] = {
-                f["name"]: round(within_class_auc(probs["causal"], labels, f["name"]), 3) for f in factors
+                name: round(within_class_auc(probs[CAUSAL], labels, name), 3) for name in names
             }
     return out
 

@@ -37,9 +37,10 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mimmx.distributed import broadcast_module, gather_rows, world_size
 from mimmx.errors import ConfigError, TrainingError
-from mimmx.factors import FactorSpec, parse_factors
+from mimmx.factors import FactorSpec, label_keys, parse_factors
 from mimmx.losses import LossTerm, StepContext
-from mimmx.networks import CAUSAL, MIMMXNet
+from mimmx.names import CAUSAL
+from mimmx.networks import MIMMXNet
 
 __all__ = ["MIMMXTrainer"]
 
@@ -160,7 +161,7 @@ class MIMMXTrainer(SupervisedTrainer):
         return objective
 
     def _labels(self, batchdata: Mapping[str, Any], target: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        keys = {CAUSAL: self.target_key, **{f.name: f.key for f in self.factors}}
+        keys = label_keys(self.factors, self.target_key)
         out = {}
         for name, key in keys.items():
             if name == CAUSAL and target is not None:

@@ -22,7 +22,7 @@ from monai.data import DataLoader, Dataset, load_decathlon_datalist
 from tqdm import tqdm
 
 from mimmx.errors import DataError
-from mimmx.factors import FactorSpec, parse_factors
+from mimmx.factors import FactorSpec, label_keys, parse_factors
 from mimmx.io_utils import atomic_path, atomic_write_json
 from mimmx.metrics import (
     auroc,
@@ -32,7 +32,8 @@ from mimmx.metrics import (
     roc_curve_points,
     switched_auroc,
 )
-from mimmx.networks import CAUSAL, MIMMXNet
+from mimmx.names import CAUSAL, TEST_BALANCED, TEST_INVERTED, TEST_SPLITS, VAL
+from mimmx.networks import MIMMXNet
 from mimmx.probes import leakage_probes, posthoc_mi
 from mimmx.report import format_summary
 
@@ -40,16 +41,21 @@ __all__ = ["collect_outputs", "score_split", "evaluate_splits", "save_features",
 
 logger = logging.getLogger("mimmx")
 
-TEST_SPLITS = ("test_id", "test_inverted", "test_balanced")
-PROBE_SPLIT = "test_balanced"
-MI_FIT_SPLIT = "val"
+PROBE_SPLIT = TEST_BALANCED
+MI_FIT_SPLIT = VAL
 
 
 @torch.no_grad()
 def collect_outputs(
     network: MIMMXNet, loader: Any, label_keys: Mapping[str, str], device: torch.device | str, desc: str = ""
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Softmax outputs of every head, the matching labels and every partition's features, over a whole loader."""
+    """Softmax outputs of every head, the matching labels and every partition's features, over a whole loader.
+
+    A plain loop rather than ``monai.engines.SupervisedEvaluator``: scoring needs every head's output and every
+    partition's features at once (one ``partitions`` call, not the ``forward`` an evaluator's inferer runs), the
+    metrics are computed afterwards over the whole split (bootstrap CIs, groups, probes), so no metric handler
+    would attach, and an evaluator plus an output-collecting handler would only wrap this loop.
+    """
     network.eval()
     probs: dict[str, list] = {name: [] for name in network.partition_names}
     feats: dict[str, list] = {name: [] for name in network.partition_names}
@@ -88,7 +94,7 @@ def score_split(
     out: dict[str, Any] = {
         "n": int(len(y)),
         "n_patients": None if clusters is None else int(len(np.unique(clusters))),
-        "causal": classification_metrics(y, causal, n_boot=n_boot, seed=seed, clusters=clusters),
+        CAUSAL: classification_metrics(y, causal, n_boot=n_boot, seed=seed, clusters=clusters),
         "roc": roc_curve_points(y, causal),
         "factors": {},
     }
@@ -156,7 +162,7 @@ def evaluate_splits(
     ``probes`` False skips the leakage probes and the post-hoc MI (both need ``test_balanced`` and ``val``).
     """
     specs = parse_factors(factors)
-    label_keys = {CAUSAL: target_key, **{f.name: f.key for f in specs}}
+    keys = label_keys(specs, target_key)
     target_names = list(target_names or [str(c) for c in range(network.num_classes)])
     results: dict[str, Any] = {
         "factors": [f.name for f in specs],
@@ -174,7 +180,7 @@ def evaluate_splits(
     for split in wanted:
         loader, patients[split] = _loader(datalist_file, split, base_dir, transform, batch_size, num_workers)
         _progress(f"predicting {split} ({len(loader.dataset)} images)")
-        collected[split] = collect_outputs(network, loader, label_keys, device, desc=f"evaluate {split}")
+        collected[split] = collect_outputs(network, loader, keys, device, desc=f"evaluate {split}")
     for split in splits:
         probs, labels, _ = collected[split]
         _progress(f"scoring {split} ({n_boot} bootstrap resamples{' of patients' if patients[split] else ''})")
@@ -231,7 +237,7 @@ def _summary(results: Mapping[str, Any]) -> dict:
     summary["leakage_auc"] = {f: probes["logistic"][CAUSAL].get(f) for f in results["factors"]} if probes else None
     # the causal output's own use of each factor within a target class, on test_balanced (0.5 = none)
     summary["decision_leakage"] = results.get("decision_leakage")
-    inverted = results["splits"].get("test_inverted")
+    inverted = results["splits"].get(TEST_INVERTED)
     ci = inverted["causal"]["auroc"]["ci"] if inverted else None
     summary["test_inverted_auroc_ci_halfwidth"] = (ci[1] - ci[0]) / 2 if ci and None not in ci else None
     return summary

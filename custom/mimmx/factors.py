@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mimmx.errors import ConfigError
+from mimmx.names import CAUSAL
 
-__all__ = ["ValueMap", "FactorSpec", "normalise_value", "parse_factors"]
+__all__ = ["ValueMap", "FactorSpec", "normalise_value", "parse_factors", "factor_names", "label_keys"]
 
 
 def normalise_value(value: Any) -> Any:
@@ -159,7 +160,7 @@ def _valid_range(value: Any, config_id: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-_RESERVED = {"causal", "image", "label", "patient_id"}
+_RESERVED = {CAUSAL, "image", "label", "patient_id"}
 
 
 def parse_factors(config: Sequence[Mapping[str, Any]] | None, config_id: str = "factors") -> list[FactorSpec]:
@@ -220,3 +221,13 @@ def parse_factors(config: Sequence[Mapping[str, Any]] | None, config_id: str = "
         keys.add(spec.key)
         specs.append(spec)
     return specs
+
+
+def factor_names(config: Sequence[Mapping[str, Any] | FactorSpec] | None, config_id: str = "factors") -> list[str]:
+    """The names of a ``factors`` list in config order, validated like every other reader of it (one parser)."""
+    return [spec.name for spec in parse_factors(config, config_id=config_id)]
+
+
+def label_keys(factors: Sequence[FactorSpec], target_key: str = "label") -> dict[str, str]:
+    """``{head name: data-list key}``: the target under the causal head's name, then each factor's key."""
+    return {CAUSAL: target_key, **{spec.name: spec.key for spec in factors}}

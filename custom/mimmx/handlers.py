@@ -15,10 +15,9 @@ from ignite.engine import Engine, Events
 from monai.utils.enums import CommonKeys as Keys
 
 from mimmx.io_utils import atomic_write_csv, atomic_write_json
+from mimmx.names import CE_PREFIX, MI_PREFIX, MI_SCALE, PAIR_SEP, STAT_PREFIXES
 
 __all__ = ["TrainingHistory", "PredictionWriter", "SelectionCheckpoints"]
-
-_STAT_PREFIXES = ("ce_", "mi_", "weight_", "critic_loss", "adv_", "dro_")
 
 
 def _first(output: Any) -> dict:
@@ -70,7 +69,7 @@ class TrainingHistory:
     def _iteration_completed(self, engine: Engine) -> None:
         out = _first(engine.state.output)
         for key, value in out.items():
-            if isinstance(key, str) and key.startswith(_STAT_PREFIXES) or key == Keys.LOSS:
+            if isinstance(key, str) and key.startswith(STAT_PREFIXES) or key == Keys.LOSS:
                 self._sums[str.__str__(key)] += float(value)  # a plain str: CommonKeys members do not unpickle safely
         self._count += 1
 
@@ -79,12 +78,14 @@ class TrainingHistory:
         record.update({k: v / max(self._count, 1) for k, v in sorted(self._sums.items())})
         for key, value in record.items():
             if key not in ("epoch",):
-                name = "epoch_loss" if key == Keys.LOSS else key.replace("|", "/")  # MLflow refuses '|'
+                name = "epoch_loss" if key == Keys.LOSS else key.replace(PAIR_SEP, "/")  # MLflow refuses '|'
                 engine.state.metrics[f"train_{name}"] = value
         record.update(self._validation.pop(engine.state.epoch, {}))
         self.history.append(record)
-        mi = "  ".join(f"{k[3:]}={v:.3f}" for k, v in record.items() if k.startswith("mi_") and k != "mi_scale")
-        ce = "  ".join(f"{k[3:]}={v:.3f}" for k, v in record.items() if k.startswith("ce_"))
+        mi = "  ".join(
+            f"{k[len(MI_PREFIX) :]}={v:.3f}" for k, v in record.items() if k.startswith(MI_PREFIX) and k != MI_SCALE
+        )
+        ce = "  ".join(f"{k[len(CE_PREFIX) :]}={v:.3f}" for k, v in record.items() if k.startswith(CE_PREFIX))
         self.logger.info(f"epoch {engine.state.epoch}: CE per head {ce}")
         if mi:
             self.logger.info(f"epoch {engine.state.epoch}: MI per pair {mi}")

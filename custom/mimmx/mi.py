@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from mimmx.config import as_bool
 from mimmx.errors import ConfigError
+from mimmx.names import PAIR_SEP, pair_name
 
 __all__ = [
     "CLUB",
@@ -33,8 +34,6 @@ __all__ = [
     "PairwiseMI",
     "build_estimator",
 ]
-
-PAIR_SEP = "|"
 
 
 def _check_pair(a: Tensor, b: Tensor) -> int:
@@ -277,7 +276,7 @@ class PairwiseMI(nn.Module):
                 raise ConfigError(f"MI pair {pair!r} is listed twice")
             seen.add(frozenset(pair))
         self.pairs: list[tuple[str, str]] = pairs
-        self.pair_names: list[str] = [f"{a}{PAIR_SEP}{b}" for a, b in pairs]
+        self.pair_names: list[str] = [pair_name(a, b) for a, b in pairs]
         self.estimators = nn.ModuleDict(
             {
                 name: build_estimator(estimator, dims[a], dims[b], **estimator_kwargs)

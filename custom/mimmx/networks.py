@@ -19,10 +19,9 @@ from torch import nn
 
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
+from mimmx.names import CAUSAL
 
 __all__ = ["SmallCNN", "MIMMXNet", "BACKBONES", "CAUSAL"]
-
-CAUSAL = "causal"
 
 
 class SmallCNN(nn.Module):

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from mimmx.names import split_pair
+
 __all__ = ["adaptive_mi_scale", "DynamicPairWeights", "pair_base_weight"]
 
 
@@ -28,7 +30,7 @@ def adaptive_mi_scale(ce: torch.Tensor, mi: torch.Tensor, features: torch.Tensor
 
 def pair_base_weight(pair: str, factor_weights: Mapping[str, float]) -> float:
     """Configured weight of a pair "a|b": the geometric mean of its factors' weights (causal counts as 1)."""
-    a, b = pair.split("|")
+    a, b = split_pair(pair)
     return math.sqrt(factor_weights.get(a, 1.0) * factor_weights.get(b, 1.0))
 
 

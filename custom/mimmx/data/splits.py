@@ -28,16 +28,16 @@ import numpy as np
 
 from mimmx.data.association import cramers_v, phi
 from mimmx.errors import ConfigError, DataError, SplitError
+from mimmx.names import SPLIT_NAMES, TEST_BALANCED, TEST_ID, TEST_INVERTED, TRAIN, VAL
 
 __all__ = ["SPLIT_NAMES", "SplitResult", "build_splits", "format_report", "bucket_counts"]
 
 logger = logging.getLogger("mimmx.data")
 
-SPLIT_NAMES = ("train", "val", "test_id", "test_inverted", "test_balanced")
 # Small test splits first within each bucket: they reserve few patients, and the big train split
 # is the one best able to absorb what is left.
-_FILL_ORDER = ("test_balanced", "test_inverted", "test_id", "val", "train")
-_AT_RHO = ("train", "val", "test_id")
+_FILL_ORDER = (TEST_BALANCED, TEST_INVERTED, TEST_ID, VAL, TRAIN)
+_AT_RHO = (TRAIN, VAL, TEST_ID)
 
 
 @dataclass
@@ -210,15 +210,15 @@ def _name(item: Mapping) -> str:
 
 def _wanted_rho(split: str, key: str, rhos: dict[str, float], train_rhos: dict[str, float]) -> float:
     """P(z == y) asked of ``split`` for binary factor ``key``."""
-    if split in ("train", "val"):
+    if split in (TRAIN, VAL):
         return train_rhos[key]
-    return rhos[key] if split in _AT_RHO else 1.0 - rhos[key] if split == "test_inverted" else 0.5
+    return rhos[key] if split in _AT_RHO else 1.0 - rhos[key] if split == TEST_INVERTED else 0.5
 
 
 def _bucket_probabilities(split: str, prevalence: float, wanted: dict[str, float], cohort: _Cohort) -> dict:
     """p(y) * prod_k p_k(z_k | y) for every bucket (y, z_1, ..., z_K) of ``split``; ``wanted``: P(z_k == y)."""
     rho_iter = iter(list(wanted))  # binary factor keys, in factor order
-    p_y1 = 0.5 if split == "test_balanced" else prevalence
+    p_y1 = 0.5 if split == TEST_BALANCED else prevalence
     factor_rho = []
     for is_binary in cohort.binary:
         if not is_binary:
@@ -245,7 +245,7 @@ def _select(
     rng = np.random.default_rng(seed)
     keys = np.concatenate([cohort.labels[:, None], cohort.codes], axis=1)
     supply: dict[tuple, np.ndarray] = {}
-    for bucket in requests["train"]:
+    for bucket in requests[TRAIN]:
         members = np.flatnonzero(np.all(keys == np.asarray(bucket), axis=1))
         supply[bucket] = rng.permutation(members)
     demand = {b: sum(requests[s][b] for s in SPLIT_NAMES) for b in supply}

@@ -33,7 +33,7 @@ from mimmx.losses.base import (
     optimizer_state,
     with_target,
 )
-from mimmx.networks import CAUSAL
+from mimmx.names import ADV_PREFIX, CAUSAL
 
 __all__ = ["FactorAdversaryTerm"]
 
@@ -113,7 +113,7 @@ class FactorAdversaryTerm(LossTerm):
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         losses = self._losses(ctx.parts[CAUSAL], ctx)
         total = self.weight * torch.stack(list(losses.values())).sum()
-        return total, {f"adv_{name}": float(value.detach()) for name, value in losses.items()}
+        return total, {ADV_PREFIX + name: float(value.detach()) for name, value in losses.items()}
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"optimizer": optimizer_state(self.optimizer)}

@@ -42,7 +42,7 @@ from mimmx.losses.base import (
     with_target,
 )
 from mimmx.losses.queue import FeatureQueue
-from mimmx.networks import CAUSAL
+from mimmx.names import CAUSAL, CRITIC_LOSS, MI_PREFIX, MI_SCALE, PAIR_SEP, pair_name
 from mimmx.objective import adaptive_mi_scale
 
 __all__ = ["ConditionalFactorMI", "balanced_weights"]
@@ -157,7 +157,7 @@ class ConditionalFactorMI(LossTerm):
             ).sum()
             loss.backward()
             self.optimizer.step()
-        return {"critic_loss_cond": float(loss.detach())}
+        return {CRITIC_LOSS + "_cond": float(loss.detach())}
 
     def estimate(self, causal: Tensor, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """I_bal(causal; z_k | y) per factor from the current critics (differentiable w.r.t. ``causal``)."""
@@ -172,13 +172,15 @@ class ConditionalFactorMI(LossTerm):
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         values = self.estimate(ctx.parts[CAUSAL], ctx.labels)
         total = torch.stack(list(values.values())).sum()
-        stats = {f"mi_causal|{name}|target": float(v.detach()) for name, v in values.items()}
+        stats = {
+            f"{MI_PREFIX}{pair_name(CAUSAL, name)}{PAIR_SEP}target": float(v.detach()) for name, v in values.items()
+        }
         weight = self.weight_at(ctx.epoch)
         if weight == 0.0:
             return total.detach() * 0.0, stats
         if self.adaptive_scale and ctx.task_loss is not None:
             scale = adaptive_mi_scale(ctx.task_loss, total, ctx.features)
-            stats["mi_scale"] = float(scale)
+            stats[MI_SCALE] = float(scale)
             return weight * scale * total, stats
         return weight * total, stats
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext, scheduled_weight
-from mimmx.networks import CAUSAL
+from mimmx.names import CAUSAL
 
 __all__ = ["ConditionalDecisionGap", "true_class_margin"]
 

@@ -19,7 +19,7 @@ from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext
 from mimmx.losses.head_ce import head_weights
-from mimmx.networks import CAUSAL
+from mimmx.names import CAUSAL, CE_PREFIX, DRO_PREFIX
 
 __all__ = ["GroupDROCrossEntropy"]
 
@@ -69,6 +69,6 @@ class GroupDROCrossEntropy(LossTerm):
         dro = self.dro(per_sample, groups)
         robust = {**ce, CAUSAL: dro}
         total = torch.stack([weights[name] * value for name, value in robust.items()]).sum()
-        stats = {f"ce_{name}": float(value.detach()) for name, value in ce.items()}
-        stats["dro_causal"] = float(dro.detach())
+        stats = {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}
+        stats[DRO_PREFIX + CAUSAL] = float(dro.detach())
         return total, stats

@@ -17,7 +17,7 @@ from mimmx.baselines import group_index, num_groups
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext
-from mimmx.networks import CAUSAL
+from mimmx.names import CAUSAL, CE_PREFIX
 
 __all__ = ["HeadCrossEntropy", "head_weights"]
 
@@ -89,4 +89,4 @@ class HeadCrossEntropy(LossTerm):
             else:
                 ce[name] = F.cross_entropy(ctx.logits[name], ctx.labels[name])
         total = torch.stack([weights[name] * value for name, value in ce.items()]).sum()
-        return total, {f"ce_{name}": float(value.detach()) for name, value in ce.items()}
+        return total, {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}

@@ -22,7 +22,7 @@ from mimmx.factors import FactorSpec, parse_factors
 from mimmx.losses.base import LossTerm, StepContext, load_optimizer_state, optimizer_state
 from mimmx.losses.queue import FeatureQueue
 from mimmx.mi import PairwiseMI
-from mimmx.networks import CAUSAL
+from mimmx.names import CAUSAL, CRITIC_LOSS, MI_PREFIX, MI_SCALE, MI_TOTAL, WEIGHT_PREFIX
 from mimmx.objective import DynamicPairWeights, adaptive_mi_scale
 
 __all__ = ["PairwiseMITerm"]
@@ -120,7 +120,7 @@ class PairwiseMITerm(LossTerm):
                 self.critic_optimizer.step()
         if self.queue is not None:
             self.queue.push(ctx.parts, ctx.labels)
-        return {"critic_loss": float(loss.detach())}
+        return {CRITIC_LOSS: float(loss.detach())}
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         zero = ctx.features.new_zeros(())
@@ -141,10 +141,10 @@ class PairwiseMITerm(LossTerm):
             if self.adaptive_scale and task is not None and task.requires_grad:
                 scale = adaptive_mi_scale(task, mi_total, ctx.features)
             contribution = self.mi_lambda * scale * mi_total
-        stats = {f"mi_{p}": float(v.detach()) for p, v in pairs.items()}
-        stats.update({f"weight_{p}": float(w) for p, w in zip(self.estimator.pair_names, weights, strict=True)})
-        stats["mi_total"] = float(mi_total.detach())
-        stats["mi_scale"] = float(scale)
+        stats = {MI_PREFIX + p: float(v.detach()) for p, v in pairs.items()}
+        stats.update({WEIGHT_PREFIX + p: float(w) for p, w in zip(self.estimator.pair_names, weights, strict=True)})
+        stats[MI_TOTAL] = float(mi_total.detach())
+        stats[MI_SCALE] = float(scale)
         return contribution, stats
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mimmx.factors import factor_names
+from mimmx.names import TEST_SPLITS
+
 __all__ = ["eval_metrics", "render_model_card"]
 
-_SPLITS = ("test_id", "test_inverted", "test_balanced")
 _TAGS = {
     2: "Classification, X-ray, Chest, Shortcut learning, MIMM-X",
     3: "Classification, MR, Brain, Shortcut learning",
@@ -22,7 +24,9 @@ def eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The metadata's ``eval_metrics``: the causal AUROC per test split, worst-group AUROC, per-factor leakage."""
     summary = metrics.get("summary") or {}
     out = {
-        f"{s}_auroc": round(float(summary[f"{s}_auroc"]), 4) for s in _SPLITS if summary.get(f"{s}_auroc") is not None
+        f"{s}_auroc": round(float(summary[f"{s}_auroc"]), 4)
+        for s in TEST_SPLITS
+        if summary.get(f"{s}_auroc") is not None
     }
     if summary.get("worst_group_auroc") is not None:
         out["worst_group_auroc"] = round(float(summary["worst_group_auroc"]), 4)
@@ -37,8 +41,8 @@ def _fmt(value: Any) -> str:
 
 
 def _performance(metrics: Mapping[str, Any]) -> list[str]:
-    lines = ["| split | n | AUROC [95% CI] | accuracy | worst-group AUROC |", "|---|---|---|---|---|"]
-    for split in _SPLITS:
+    lines = ["| split | n | AUROC [95% CI] | accuracy | worst factor-subgroup AUROC |", "|---|---|---|---|---|"]
+    for split in TEST_SPLITS:
         r = metrics.get("splits", {}).get(split)
         if r is None:
             continue
@@ -69,7 +73,7 @@ def render_model_card(
 ) -> str:
     """The README text. ``samples`` are ``(file name, true class)`` of the images under ``sample_data/``."""
     net = train.get("network_def", {})
-    factors = ", ".join(f["name"] for f in train.get("factors", []))
+    factors = ", ".join(factor_names(train.get("factors", []), config_id="train.yaml#factors"))
     sizes = split_report.get("sizes") or train.get("splits", {}).get("sizes", {})
     rho = split_report.get("rho", {})
     epochs = history[-1]["epoch"] if history else None
