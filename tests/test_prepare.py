@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,9 @@ from monai.data import load_decathlon_datalist
 
 from mimmx.data import SPLIT_NAMES, datalist_base_dir, prepare_datalist, read_datalist, write_datalist
 from mimmx.data import prepare as prepare_module
+from mimmx.data.prepare import synthetic_generator
+from mimmx.data.synthetic_cxr import generate_cxr_cohort
+from mimmx.data.synthetic_mri import generate_mri_cohort
 from mimmx.errors import ConfigError, DataError, SplitError
 
 COHORT = {"format": "chexpert", "csv": "CheXpert-v1.0-small/train.csv", "image_root": None, "synthetic": None}
@@ -122,10 +123,7 @@ def test_synthetic_generator_is_called_when_table_is_missing(tmp_path, write_coh
         calls.append((out_dir, seed, num_patients))
         return str(write_cohort(Path(out_dir) / "CheXpert-v1.0-small" / "train.csv", cohort_rows(num_patients)))
 
-    module = types.ModuleType("fake_cohort_generator")
-    module.generate = fake_generator
-    monkeypatch.setitem(sys.modules, "fake_cohort_generator", module)
-    monkeypatch.setitem(prepare_module.GENERATORS, "cxr", "fake_cohort_generator:generate")
+    monkeypatch.setitem(prepare_module.GENERATORS, "cxr", fake_generator)
     dataset = tmp_path / "synthetic"
     cohort = {**COHORT, "synthetic": {"generator": "cxr", "num_patients": 400}}
     path = _prepare(dataset, cohort=cohort, seed=7)
@@ -135,6 +133,15 @@ def test_synthetic_generator_is_called_when_table_is_missing(tmp_path, write_coh
     assert len(calls) == 1
     with pytest.raises(ConfigError, match=r"generator: expected one of \['cxr', 'mri'\]"):
         _prepare(tmp_path / "other", cohort={**COHORT, "synthetic": {"generator": "pet"}})
+
+
+def test_generators_are_the_functions_themselves():
+    """``generator: cxr|mri`` maps straight to the imported functions; any other name fails naming the setting."""
+    assert prepare_module.GENERATORS == {"cxr": generate_cxr_cohort, "mri": generate_mri_cohort}
+    assert synthetic_generator("mri", "cohort#synthetic#generator") is generate_mri_cohort
+    for bad in ("pet", None, ["cxr"]):
+        with pytest.raises(ConfigError, match=r"cohort#synthetic#generator: expected one of \['cxr', 'mri'\]"):
+            synthetic_generator(bad, "cohort#synthetic#generator")
 
 
 def test_failed_split_leaves_nothing_behind(dataset):

@@ -16,7 +16,6 @@ An error about input prints one line naming the file, row or config id and what 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 import shlex
@@ -28,7 +27,8 @@ import fire
 
 from mimmx.audit import audit_datalist, format_audit
 from mimmx.config import coerce_cli_value
-from mimmx.data import GENERATORS, format_report, read_datalist
+from mimmx.data import format_report, read_datalist
+from mimmx.data.prepare import synthetic_generator
 from mimmx.errors import ConfigError, MimmxError
 from mimmx.methods import DESCRIPTIONS, method_arguments
 
@@ -38,10 +38,7 @@ class Commands:
 
     def generate(self, kind: str, out_dir: str, seed: int = 0, **kwargs: Any) -> str:
         """Write a synthetic cohort (images + table in the real cohort's format); returns the table's path."""
-        if kind not in GENERATORS:
-            raise ConfigError(f"generate: kind must be one of {sorted(GENERATORS)}, got {kind!r}.")
-        module_name, _, attr = GENERATORS[kind].partition(":")
-        generator = getattr(importlib.import_module(module_name), attr)
+        generator = synthetic_generator(kind, "mimmx generate KIND")
         return generator(out_dir=out_dir, seed=seed, **kwargs)
 
     def export_bundle(

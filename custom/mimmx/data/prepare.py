@@ -17,7 +17,6 @@ report must give that root as ``report["image_root"]``.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import logging
@@ -32,21 +31,21 @@ from mimmx.data.chexpert import read_chexpert
 from mimmx.data.cohort import read_cohort
 from mimmx.data.datalist import read_datalist, write_datalist
 from mimmx.data.splits import build_splits, format_report
+from mimmx.data.synthetic_cxr import generate_cxr_cohort
+from mimmx.data.synthetic_mri import generate_mri_cohort
 from mimmx.errors import ConfigError, DataError, MimmxError
 from mimmx.factors import FactorSpec, parse_factors
 from mimmx.io_utils import sha256_file
 
-__all__ = ["prepare_datalist", "FORMATS", "GENERATORS", "DATALIST_VERSION", "fingerprint"]
+__all__ = ["prepare_datalist", "synthetic_generator", "FORMATS", "GENERATORS", "DATALIST_VERSION", "fingerprint"]
 
 logger = logging.getLogger("mimmx.data")
 
 DATALIST_VERSION = 2  # bump when the reader or split algorithm changes what a config produces
 
 FORMATS: dict[str, Callable[..., tuple[list[dict], dict]]] = {"chexpert": read_chexpert, "cohort": read_cohort}
-GENERATORS: dict[str, str] = {
-    "cxr": "mimmx.data.synthetic_cxr:generate_cxr_cohort",
-    "mri": "mimmx.data.synthetic_mri:generate_mri_cohort",
-}
+# the value of cohort#synthetic#generator (and of ``mimmx generate KIND``) -> the function that writes the cohort
+GENERATORS: dict[str, Callable[..., str]] = {"cxr": generate_cxr_cohort, "mri": generate_mri_cohort}
 
 _COHORT_KEYS = ("format", "csv", "image_root", "synthetic")
 _TARGET_INFO_KEYS = ("column", "name", "class_names")  # not reader options
@@ -207,7 +206,7 @@ def _ensure_table(
             f"({default_dir}); to generate one into this folder on purpose, pass "
             "--cohort#synthetic#into_dataset_dir true, or run 'mimmx generate' first."
         )
-    generator = _resolve_generator(synthetic)
+    generator = synthetic_generator(synthetic.get("generator"), "cohort#synthetic#generator")
     kwargs = {k: v for k, v in synthetic.items() if k not in ("generator", "into_dataset_dir")}
     logger.warning(
         "cohort table %s not found: generating a SYNTHETIC cohort (%r) into %s; this run trains on synthetic data.",
@@ -225,16 +224,12 @@ def _ensure_table(
     return csv_path
 
 
-def _resolve_generator(synthetic: Mapping) -> Callable:
-    if not isinstance(synthetic, Mapping) or synthetic.get("generator") not in GENERATORS:
-        name = synthetic.get("generator") if isinstance(synthetic, Mapping) else synthetic
-        raise ConfigError(f"cohort#synthetic#generator: expected one of {sorted(GENERATORS)}, got {name!r}.")
-    target = GENERATORS[synthetic["generator"]]
-    module_name, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cohort#synthetic#generator: cannot load {target!r} ({e}).") from e
+def synthetic_generator(name: Any, config_id: str) -> Callable[..., str]:
+    """The synthetic cohort generator called ``name`` (``cxr``, ``mri``); ``config_id`` names the setting in the
+    error for any other value."""
+    if not isinstance(name, str) or name not in GENERATORS:
+        raise ConfigError(f"{config_id}: expected one of {sorted(GENERATORS)}, got {name!r}.")
+    return GENERATORS[name]
 
 
 def _stored_fingerprint(path: Path) -> str | None:
