@@ -10,6 +10,7 @@ from mimmx.data import SPLIT_NAMES
 from mimmx.errors import ConfigError
 from mimmx.evaluation import TEST_SPLITS
 from mimmx.factors import factor_names, label_keys, parse_factors
+from mimmx.report import SPLIT_ORDER
 
 FACTORS = [
     {"name": "sex", "column": "Sex", "classes": ["Female", "Male"]},
@@ -30,7 +31,7 @@ def test_factor_names_and_label_keys_come_from_the_parser() -> None:
 def test_split_names_have_one_owner() -> None:
     assert names.SPLIT_NAMES == ("train", "val", "test_id", "test_inverted", "test_balanced")
     assert SPLIT_NAMES is names.SPLIT_NAMES
-    assert TEST_SPLITS is names.TEST_SPLITS
+    assert TEST_SPLITS is names.TEST_SPLITS and SPLIT_ORDER is names.TEST_SPLITS
     assert names.TEST_SPLITS == names.SPLIT_NAMES[2:]
 
 

@@ -143,9 +143,16 @@ def _png_ok(path: Path) -> None:
 def test_full_report(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     metrics, history, features = inputs
     out = tmp_path / "report"
-    path = Path(write_report(str(metrics), str(out), history_file=str(history), features_file=str(features)))
+    path = Path(
+        write_report(str(metrics), str(out), history_file=str(history), features_file=str(features), embeddings=True)
+    )
     assert path == out / "report.md"
     text = path.read_text()
+    assert "MI (nats)" in text and "in nats" in text  # post-hoc MI carries its unit
+    # the worst_group_* keys are named for what they are: the lowest factor subgroup (AUROC), the lowest cell (accuracy)
+    assert "worst factor-subgroup AUROC" in text and "worst target×factor cell accuracy" in text
+    assert "worst-group" not in text
+    assert "report_embeddings" not in text  # drawn, so no hint on how to turn them on
     for name in (*SPLITS, *FACTORS, "n/a", "## Leakage probes", "## Post-hoc mutual information"):
         assert name in text, name
     assert "causal / sex" in text  # the pair is not left as a raw "|" that would split the table cell
@@ -173,10 +180,25 @@ def test_full_report(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     assert all(s in text for s in SPLITS)
 
 
+def test_embeddings_are_off_by_default(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Without ``embeddings=True`` no t-SNE runs; the report says how to turn it on, and old t-SNE figures go."""
+    metrics, _, features = inputs
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "embedding_causal.png").write_bytes(b"stale")
+    text = Path(write_report(str(metrics), str(out), features_file=str(features))).read_text()
+    assert "## Feature embeddings" in text and "were not drawn" in text
+    assert "`report_embeddings: true`" in text and "mimmx report METRICS_JSON --embeddings" in text
+    assert not list((out / "figures").glob("embedding_*.png"))
+    # no features file at all: no embedding section, no hint
+    assert "## Feature embeddings" not in Path(write_report(str(metrics), str(out))).read_text()
+
+
 def test_format_summary() -> None:
     text = format_summary(_metrics())
     lines = text.splitlines()
     assert "switched sex" in lines[0] and "switched devices" in lines[0]
+    assert "worst factor-subgroup AUROC" in lines[0]
     for split in SPLITS:
         assert any(line.startswith(split) for line in lines), split
     assert "0.900 [0.860, 0.940]" in text

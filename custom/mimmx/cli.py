@@ -26,7 +26,7 @@ from typing import Any
 import fire
 
 from mimmx.audit import audit_datalist, format_audit
-from mimmx.config import coerce_cli_value
+from mimmx.config import as_bool, coerce_cli_value
 from mimmx.data import format_report, read_datalist
 from mimmx.data.prepare import synthetic_generator
 from mimmx.errors import ConfigError, MimmxError
@@ -100,15 +100,24 @@ class Commands:
         history: str | None = None,
         features: str | None = None,
         title: str = "MIMM-X evaluation report",
+        embeddings: bool = False,
     ) -> str:
         """Render report.md and its figures from a metrics.json (history.json and features .npz next to it are
-        picked up unless given); returns the report's path."""
+        picked up unless given); ``--embeddings`` adds the t-SNE figures (about a minute per partition). Returns the
+        report's path."""
         from mimmx.report import write_report
 
         folder = Path(metrics).parent
         history = history or _existing(folder / "history.json")
         features = features or _existing(folder / "features_test_balanced.npz")
-        return write_report(metrics, out_dir or str(folder), history_file=history, features_file=features, title=title)
+        return write_report(
+            metrics,
+            out_dir or str(folder),
+            history_file=history,
+            features_file=features,
+            title=title,
+            embeddings=as_bool(embeddings, "embeddings"),
+        )
 
     def methods(self) -> None:
         """Print every benchmarked method with the overrides that select it in ``monai.bundle run training``."""
