@@ -77,7 +77,16 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
     name, root = trained
     cfg = _configs(name)
     quick = {"bootstrap_samples": 50, "posthoc_mi_steps": 20}
-    run("evaluating", bundle_root=str(root), config_file=[cfg["train"], cfg["evaluate"]], **SMALL[name], **quick)
+    # the t-SNE switch, one way per bundle: the CXR bundle as shipped (off), the MRI bundle turned on
+    embeddings = {"report_embeddings": True} if name == "mimmx_mri" else {}
+    run(
+        "evaluating",
+        bundle_root=str(root),
+        config_file=[cfg["train"], cfg["evaluate"]],
+        **SMALL[name],
+        **quick,
+        **embeddings,
+    )
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert set(metrics["splits"]) == {"test_id", "test_inverted", "test_balanced"}
     for split, result in metrics["splits"].items():
@@ -98,6 +107,12 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
     report = (root / "eval" / "report.md").read_text()
     assert "test_inverted" in report and "figures/leakage.png" in report
     assert (root / "eval" / "figures" / "roc.png").is_file()
+    drawn = sorted(p.name for p in (root / "eval" / "figures").glob("embedding_*.png"))
+    if embeddings:
+        assert drawn == sorted(f"embedding_{p}.png" for p in partitions) and "## Feature embeddings" in report
+        assert "`report_embeddings: true`" not in report
+    else:
+        assert drawn == [] and "`report_embeddings: true`" in report
 
 
 @pytest.mark.parametrize(
