@@ -15,6 +15,10 @@ import json
 import statistics
 from pathlib import Path
 
+from mimmx.names import CAUSAL, CE_PREFIX, MI_SCALE, MI_TOTAL
+
+KEYS = (CE_PREFIX + CAUSAL, MI_TOTAL, MI_SCALE)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,13 +33,13 @@ def main() -> None:
         if not histories:
             continue
         print(f"{cohort_dir.name} / {args.method} ({len(histories)} seeds)")
-        print(f"  {'epoch':>5} {'ce_causal':>9} {'mi_total':>8} {'mi_scale':>8}")
+        print(f"  {'epoch':>5} {KEYS[0]:>9} {KEYS[1]:>8} {KEYS[2]:>8}")
         for epoch in epochs:
             rows = [h[epoch - 1] for h in histories if len(h) >= epoch]
             if not rows:
                 continue
             cells = []
-            for key in ("ce_causal", "mi_total", "mi_scale"):
+            for key in KEYS:
                 values = [r[key] for r in rows if key in r]
                 cells.append(f"{statistics.mean(values):.3f}" if values else "n/a")
             print(f"  {epoch:>5} {cells[0]:>9} {cells[1]:>8} {cells[2]:>8}")
