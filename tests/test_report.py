@@ -152,6 +152,7 @@ def test_full_report(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     # the worst_group_* keys are named for what they are: the lowest factor subgroup (AUROC), the lowest cell (accuracy)
     assert "worst factor-subgroup AUROC" in text and "worst target×factor cell accuracy" in text
     assert "worst-group" not in text
+    assert "`worst_group_auroc` (worst factor-subgroup AUROC on test_balanced): 0.690" in text  # key kept, named
     assert "report_embeddings" not in text  # drawn, so no hint on how to turn them on
     for name in (*SPLITS, *FACTORS, "n/a", "## Leakage probes", "## Post-hoc mutual information"):
         assert name in text, name

@@ -36,6 +36,9 @@ __all__ = [
     "embedding_section",
 ]
 
+# metrics.json keys kept for the programs that read them, named for a person beside the key
+_HEADLINE_NAMES = {"worst_group_auroc": f"{WORST_SUBGROUP_AUROC} on test_balanced"}
+
 
 def _md(text: Any) -> str:
     """Text safe inside a Markdown table cell: pipes escaped, no line breaks."""
@@ -85,10 +88,11 @@ def summary_section(metrics: Mapping, roc: Path | None) -> list[str]:
     if isinstance(summary, Mapping) and summary:
         lines += ["", "Headline numbers:", ""]
         for key, v in summary.items():
+            name = f"`{key}` ({_HEADLINE_NAMES[key]})" if key in _HEADLINE_NAMES else f"`{key}`"
             if isinstance(v, Mapping):
-                lines += [f"- `{key}`: " + ", ".join(f"{k} {fmt_ci(x)}" for k, x in v.items())]
+                lines += [f"- {name}: " + ", ".join(f"{k} {fmt_ci(x)}" for k, x in v.items())]
             else:
-                lines += [f"- `{key}`: {fmt_ci(v)}"]
+                lines += [f"- {name}: {fmt_ci(v)}"]
     if roc is not None:
         _image(
             lines,
@@ -108,7 +112,7 @@ def factor_section(metrics: Mapping, auroc_fig: Path | None, acc_fig: Path | Non
     partitions = list(metrics.get("partitions") or [])
     lines = ["", "## Per-factor results", ""]
     lines += [
-        "For each spurious factor: the causal head's metrics within each subgroup and each target x factor cell, "
+        "For each spurious factor: the causal head's metrics within each subgroup and each target×factor cell, "
         "the factor's own head AUROC, and the switched AUROC (the causal head scored against the factor's label: "
         "ideal 0.5, far from 0.5 means the causal head encodes the factor). AUROC gap = best minus worst subgroup; "
         "accuracy gap = best minus worst target×factor cell."
