@@ -6,6 +6,11 @@ percentile bootstrap interval over the split's rows. Besides the overall scores,
 down by one spurious factor (subgroups, and target x factor cells as in SubpopBench), because a shortcut shows up as
 a gap between groups long before it moves the average.
 
+Each metric is written once, for a whole set of resamples (:class:`mimmx.resampling.Resamples`): AUROC as the
+Mann-Whitney statistic over the counts of each distinct score (ties count one half, as scikit-learn's trapezoid
+does), AUPRC as scikit-learn's step-wise average precision over the same counts, the rest as per-resample sums. The
+plain value is the same code on the identity resample, so a value and its interval can never disagree in definition.
+
 All returned numbers are plain Python floats/ints (or None where a metric is undefined), so results go straight
 into JSON.
 """
@@ -15,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from mimmx.resampling import Resamples
 
 __all__ = [
     "accuracy",
@@ -31,6 +38,11 @@ __all__ = [
     "roc_curve_points",
     "switched_auroc",
 ]
+
+# rows x distinct scores held at once while the resamples are scored (about 32 MB of float64 per array)
+_MAX_ENTRIES = 1 << 22
+
+Vectorised = Callable[[np.ndarray, np.ndarray, Resamples], np.ndarray]
 
 
 def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,51 +66,114 @@ def _metric(value: float | None, ci: list[float] | None) -> dict:
     return {"value": None if value is None else float(value), "ci": ci}
 
 
-def _ovr_macro(labels: np.ndarray, probs: np.ndarray, score: Callable[[np.ndarray, np.ndarray], float]) -> float | None:
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN (undefined) where den is 0."""
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _score_counts(positive: np.ndarray, scores: np.ndarray, rs: Resamples) -> tuple[np.ndarray, np.ndarray]:
+    """Per resample, positives and negatives at each distinct score (ascending): two (count, distinct) arrays."""
+    _, code = np.unique(scores, return_inverse=True)
+    n_codes = int(code.max()) + 1 if code.size else 0
+    total = rs.sums_by(code, n_codes)
+    pos = rs.sums_by(code, n_codes, positive)
+    return pos, total - pos
+
+
+def _roc_auc(positive: np.ndarray, scores: np.ndarray, rs: Resamples) -> np.ndarray:
+    """Probability that a positive outscores a negative, ties counting one half (Mann-Whitney U / (P N))."""
+    pos, neg = _score_counts(positive, scores, rs)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    return _divide(wins, pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def _average_precision(positive: np.ndarray, scores: np.ndarray, rs: Resamples) -> np.ndarray:
+    """sum_k (R_k - R_k-1) P_k over the distinct scores from the highest down (scikit-learn's definition)."""
+    pos, neg = _score_counts(positive, scores, rs)
+    tp = np.cumsum(pos[:, ::-1], axis=1)[:, ::-1]  # positives scoring >= each distinct score
+    predicted = tp + np.cumsum(neg[:, ::-1], axis=1)[:, ::-1]
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    return _divide((pos * precision).sum(axis=1), pos.sum(axis=1))
+
+
+def _ovr_macro(labels: np.ndarray, probs: np.ndarray, rs: Resamples, score: Vectorised) -> np.ndarray:
     """Binary score of probs[:, 1], or the one-vs-rest macro mean over the classes present for C > 2.
 
-    Classes absent from ``labels`` have no one-vs-rest score and are left out of the mean (a bootstrap resample or a
-    small split may miss a rare class); with all classes present this is sklearn's ``average="macro"``.
+    Classes absent from a resample have no one-vs-rest score and are left out of its mean (a resample or a small
+    split may miss a rare class); with all classes present this is sklearn's ``average="macro"``. NaN where fewer
+    than two classes are present.
     """
-    present = np.unique(labels)
-    if present.size < 2:
-        return None
-    if probs.shape[1] == 2:
-        return float(score(labels == 1, probs[:, 1]))
-    return float(np.mean([score(labels == c, probs[:, c]) for c in present]))
+    n_classes = probs.shape[1]
+    present = rs.sums_by(labels, n_classes) > 0
+    n_present = present.sum(axis=1)
+    if n_classes == 2:
+        out = score(labels == 1, probs[:, 1], rs)
+    else:
+        out = np.zeros(rs.count)
+        for c in range(n_classes):
+            out += np.where(present[:, c], score(labels == c, probs[:, c], rs), 0.0)
+        out = out / np.maximum(n_present, 1)
+    return np.where(n_present >= 2, out, np.nan)
+
+
+def _auroc(labels: np.ndarray, probs: np.ndarray, rs: Resamples) -> np.ndarray:
+    return _ovr_macro(labels, probs, rs, _roc_auc)
+
+
+def _auprc(labels: np.ndarray, probs: np.ndarray, rs: Resamples) -> np.ndarray:
+    return _ovr_macro(labels, probs, rs, _average_precision)
+
+
+def _accuracy(labels: np.ndarray, probs: np.ndarray, rs: Resamples) -> np.ndarray:
+    return _divide(rs.sums(probs.argmax(1) == labels), rs.sizes())
+
+
+def _balanced_accuracy(labels: np.ndarray, probs: np.ndarray, rs: Resamples) -> np.ndarray:
+    n_classes = probs.shape[1]
+    counts = rs.sums_by(labels, n_classes)
+    hits = rs.sums_by(labels, n_classes, probs.argmax(1) == labels)
+    present = counts > 0
+    recall = np.divide(hits, counts, out=np.zeros_like(hits), where=present)
+    n_present = present.sum(axis=1)
+    return np.where(n_present >= 2, recall.sum(axis=1) / np.maximum(n_present, 1), np.nan)
+
+
+def _ece(labels: np.ndarray, probs: np.ndarray, rs: Resamples, n_bins: int = 10) -> np.ndarray:
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(np.float64)
+    bins = np.clip(np.floor(conf * n_bins).astype(np.int64), 0, n_bins - 1)
+    gap = rs.sums_by(bins, n_bins, correct - conf)  # n_k (acc_k - conf_k)
+    return _divide(np.abs(gap).sum(axis=1), rs.sizes())
+
+
+def _value(metric: Vectorised, labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """The metric on the rows themselves (the identity resample); None where undefined."""
+    labels, probs = _check(labels, probs)
+    value = metric(labels, probs, Resamples.identity(labels.size))[0] if labels.size else np.nan
+    return None if np.isnan(value) else float(value)
 
 
 def auroc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """ROC AUC (one-vs-rest macro for C > 2); None with one class only."""
-    labels, probs = _check(labels, probs)
-    return _ovr_macro(labels, probs, roc_auc_score)
+    return _value(_auroc, labels, probs)
 
 
 def auprc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """Average precision, the step-wise area under the precision-recall curve (macro for C > 2); None with one class."""
-    labels, probs = _check(labels, probs)
-    return _ovr_macro(labels, probs, average_precision_score)
+    return _value(_auprc, labels, probs)
 
 
 def accuracy(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """Top-1 accuracy; None for an empty split."""
-    labels, probs = _check(labels, probs)
-    return float(np.mean(probs.argmax(1) == labels)) if labels.size else None
+    return _value(_accuracy, labels, probs)
 
 
 def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    """Mean per-class recall over the classes present (sklearn's definition); None with one class only.
-
-    Computed with bincount rather than sklearn's confusion matrix: it runs once per bootstrap resample.
-    """
-    labels, probs = _check(labels, probs)
-    present = np.unique(labels)
-    if present.size < 2:
-        return None
-    n_classes = probs.shape[1]
-    hits = np.bincount(labels, weights=(probs.argmax(1) == labels).astype(np.float64), minlength=n_classes)
-    counts = np.bincount(labels, minlength=n_classes)
-    return float(np.mean(hits[present] / counts[present]))
+    """Mean per-class recall over the classes present (sklearn's definition); None with one class only."""
+    return _value(_balanced_accuracy, labels, probs)
 
 
 def ece(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float | None:
@@ -106,16 +181,42 @@ def ece(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float | None
 
     Bins are equal-width, [k/B, (k+1)/B) with the last one closed at 1; ECE = sum_k (n_k / n) |acc_k - conf_k|.
     """
-    labels, probs = _check(labels, probs)
-    if labels.size == 0:
-        return None
     if n_bins < 1:
         raise ValueError(f"n_bins must be positive, got {n_bins}")
-    conf = probs.max(1)
-    correct = (probs.argmax(1) == labels).astype(np.float64)
-    bins = np.clip(np.floor(conf * n_bins).astype(np.int64), 0, n_bins - 1)
-    gap = np.bincount(bins, weights=correct - conf, minlength=n_bins)  # n_k (acc_k - conf_k)
-    return float(np.abs(gap).sum() / labels.size)
+    return _value(lambda y, p, rs: _ece(y, p, rs, n_bins), labels, probs)
+
+
+# the vectorised form of each public metric, used by the bootstrap
+_VECTORISED: dict[Callable, Vectorised] = {
+    auroc: _auroc,
+    auprc: _auprc,
+    accuracy: _accuracy,
+    balanced_accuracy: _balanced_accuracy,
+    ece: _ece,
+}
+
+
+def _resampled_values(
+    statistic: Callable[..., float | None], arrays: Sequence[np.ndarray], rs: Resamples
+) -> np.ndarray:
+    """The statistic of every resample (NaN where undefined): vectorised for this module's metrics, one call per
+    resample for any other callable."""
+    vectorised = _VECTORISED.get(statistic)
+    if vectorised is not None:
+        labels, probs = _check(*arrays)
+        return np.concatenate([vectorised(labels, probs, chunk) for chunk in rs.chunks(_MAX_ENTRIES)])
+    values = (statistic(*(a[idx] for a in arrays)) for idx in rs.indices())
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _percentile_interval(values: np.ndarray, n_boot: int, level: float) -> list[float] | None:
+    """The percentile interval of the defined values; None when fewer than half of the resamples are defined."""
+    values = values[np.isfinite(values)]
+    if values.size < n_boot / 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    return [float(lo), float(hi)]
 
 
 def bootstrap_ci(
@@ -128,10 +229,11 @@ def bootstrap_ci(
 ) -> list[float] | None:
     """Percentile bootstrap interval of ``statistic(*arrays)``, resampling rows jointly across the arrays.
 
-    With ``clusters`` (a patient id per row) whole patients are resampled (a cluster bootstrap): images of one
-    patient are not independent, and resampling them one by one gives intervals that are too narrow.
-    Resamples where the statistic is undefined (None, e.g. one class drawn only) are skipped; if fewer than half are
-    defined the interval is None rather than one drawn from a biased remainder. None too for n_boot 0 or no rows.
+    With ``clusters`` (a patient id per row) whole patients are resampled (a cluster bootstrap, see
+    :meth:`mimmx.resampling.Resamples.draw`). This module's metrics are computed for all resamples at once; any
+    other statistic is called once per resample. Resamples where the statistic is undefined (None, e.g. one class
+    drawn only) are skipped; if fewer than half are defined the interval is None rather than one drawn from a biased
+    remainder. None too for n_boot 0 or no rows.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -143,33 +245,8 @@ def bootstrap_ci(
         raise ValueError(f"all arrays must hold the same rows, got {[a.shape[0] for a in arrays]}")
     if n_boot <= 0 or n == 0:
         return None
-    rng = np.random.default_rng(seed)
-    indices = _resamples(rng, n, n_boot, clusters)
-    values = []
-    for idx in indices:
-        v = statistic(*(a[idx] for a in arrays))
-        if v is not None and np.isfinite(v):
-            values.append(float(v))
-    if len(values) < n_boot / 2:
-        return None
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(np.asarray(values), [alpha, 1.0 - alpha])
-    return [float(lo), float(hi)]
-
-
-def _resamples(rng: np.random.Generator, n: int, n_boot: int, clusters: np.ndarray | None) -> list[np.ndarray]:
-    """Row indices of each resample: rows drawn with replacement, or whole clusters when any has several rows."""
-    if clusters is not None:
-        clusters = np.asarray(clusters).reshape(-1)
-        if clusters.shape[0] != n:
-            raise ValueError(f"clusters must give one id per row ({n}), got {clusters.shape[0]}")
-        _, cluster_of = np.unique(clusters, return_inverse=True)
-        k = int(cluster_of.max()) + 1 if n else 0
-        if k < n:  # some patient has several rows
-            order = np.argsort(cluster_of, kind="stable")
-            members = np.split(order, np.cumsum(np.bincount(cluster_of, minlength=k))[:-1])
-            return [np.concatenate([members[c] for c in rng.integers(0, k, size=k)]) for _ in range(n_boot)]
-    return list(rng.integers(0, n, size=(n_boot, n)))
+    rs = Resamples.draw(n, n_boot, seed, clusters)
+    return _percentile_interval(_resampled_values(statistic, arrays, rs), n_boot, level)
 
 
 def _with_ci(

@@ -1,0 +1,50 @@
+"""scripts/scaling.py at a tiny size: every measurement runs through the bundles' real trainer and writes the JSON,
+the Markdown page and its figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("scaling_script", ROOT / "scripts" / "scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_positive_measurements(tmp_path):
+    out = tmp_path / "performance.json"
+    md = tmp_path / "performance.md"
+    argv = ["--quick", "--factors", "1,2", "--batch-size", "16", "--image-size", "32", "--mri-size", "16"]
+    argv += ["--iterations", "1", "--blocks", "1", "--n-boot", "20", "--threads", "1"]
+    argv += ["--json", str(out), "--markdown", str(md), "--plots", str(tmp_path / "plots")]
+    _script().main(argv)
+    data = json.loads(out.read_text())
+    for key in ("mi_overhead_ratio", "eval_seconds_before", "eval_seconds_after"):
+        assert data[key] > 0, key
+    assert data["command"].startswith("python scripts/scaling.py --quick")
+    assert data["torch_threads"] == 1 and len(data["load_average_before"]) == 3
+    assert data["machine"]["cpus"] >= 1
+    loaded = data["loaded_machine"]["epoch_seconds"]
+    assert set(loaded) == {"auto", "torch_default", "one_thread"} and min(loaded.values()) > 0
+    rows = data["grid"]
+    # 2 factor counts + 1 batch size + 1 image size + 1 MRI size, each for ERM and MIMM-X
+    assert len(rows) == 10 and {r["method"] for r in rows} == {"erm", "mimmx"}
+    assert {(r["bundle"], r["axis"]) for r in rows} == {
+        ("cxr", "factors"),
+        ("cxr", "batch_size"),
+        ("cxr", "image_size"),
+        ("mri", "image_size"),
+    }
+    assert all(r["seconds_per_iteration"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
+    text = md.read_text()
+    assert "mi_overhead_ratio" in text and "eval_seconds_before" in text and "On a loaded machine" in text
+    assert (tmp_path / "plots" / "scaling_time.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "scaling_memory.png").stat().st_size > 0
