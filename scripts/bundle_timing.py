@@ -4,7 +4,8 @@ The network, optimiser, loss terms (MIMM-X's ``[head_ce_balanced, factor_mi]`` o
 training augmentation come from the bundle's train.yaml through MONAI's ConfigParser, and the step is
 :class:`mimmx.engines.MIMMXTrainer`'s; only the cached, preprocessed images are replaced by random tensors of the
 configured size (what the cache holds after preprocessing), so no cohort has to be on disk. Each measurement runs
-in a forked child, so its peak memory is its own and not what an earlier, larger one left behind.
+in a forked child, so its peak memory is its own and not what an earlier, larger one left behind. The parent
+runs no torch computation before forking: a fork taken after torch's OpenMP pool has worked can hang in the child.
 """
 
 from __future__ import annotations

@@ -253,11 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     threads = args.threads or choose_num_threads(None)[0]
     bt.preload()
     results: dict[str, Any] = {
-        "command": "python "
-        + " ".join(
-            [Path(sys.argv[0]).as_posix() if argv is None else "scripts/scaling.py"]
-            + (sys.argv[1:] if argv is None else list(argv))
-        ),
+        "command": " ".join(["python", "scripts/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
         "quick": bool(args.quick),
         "machine": bt.machine(),
         "torch_threads": threads,
