@@ -555,12 +555,6 @@ def main() -> None:
     meta.update({"jobs": args.jobs, "seeds": args.seeds, "methods": methods})
     meta["split_sizes"] = QUICK["sizes"] if args.quick else split_sizes(0, args.val_size, args.test_size)
 
-    if args.report_only:
-        meta["command"] += " (documents rebuilt from the finished runs; the runs' own commands: docs/results.md)"
-        rows = collect_rows(args.work_dir, protocols)
-        write_documents(args, meta, rows)
-        return
-
     eval_sizes = QUICK["sizes"] if args.quick else split_sizes(max(sizes), args.val_size, args.test_size)
     cohort_sizes = {}
     for b in bundles:
@@ -570,13 +564,19 @@ def main() -> None:
         cfg.read_config(str(BUNDLES[b] / "configs" / "train.yaml"))
         ladder = [dict(cfg["protocols"][p]) for p in protocols[b]] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
         cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": max(sizes)}, KEEP[b])
+    meta["cohort_sizes"] = cohort_sizes
+    if args.report_only:
+        meta["command"] += " (documents rebuilt from the finished runs; the runs' own commands: docs/results.md)"
+        rows = collect_rows(args.work_dir, protocols)
+        write_documents(args, meta, rows)
+        return
+
     common = {
         "work_dir": args.work_dir,
         "data_dirs": {b: str(args.work_dir / f"data_{b}") for b in bundles},
         "cohort_sizes": cohort_sizes,
         "extra": extra,
     }
-    meta["cohort_sizes"] = cohort_sizes
     specs = []
     for b, n, seed in product(bundles, sizes, range(args.seeds)):
         split = QUICK["sizes"] if args.quick else split_sizes(n, args.val_size, args.test_size)
