@@ -220,6 +220,10 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
             "on a machine shared with busy jobs `num_threads: 1` (or the job scheduler's CPU binding) is the setting "
             "that avoids oversubscription.",
             "",
+            "The whole main job (set-up, training, evaluation) on a quiet machine and beside one CPU-bound process, "
+            "and the whole evaluation before and after the vectorised bootstrap on the same model, are in "
+            "[results.md](results.md#the-main-job).",
+            "",
         ]
     if rows:
         lines += ["## How each axis grows", "", results.get("grid_note", ""), ""]
