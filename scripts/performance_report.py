@@ -205,8 +205,8 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
             "## On a loaded machine",
             "",
             "One MIMM-X epoch of the default CXR training while other CPU-bound processes run on the same cores"
-            + (f" ({results['note']})" if results.get("note") else "")
-            + f"; load average before {', '.join(f'{x:.2f}' for x in load)}.",
+            + (f" ({lm.get('note', results.get('note'))})" if lm.get("note", results.get("note")) else "")
+            + f"; load average before {', '.join(f'{x:.2f}' for x in lm.get('load_average_before', load))}.",
             "",
             "| threads | epoch seconds (median) |",
             "|---|---|",
@@ -228,10 +228,10 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
     if rows:
         lines += ["## How each axis grows", "", results.get("grid_note", ""), ""]
         lines += [
-            "Grid rows are measured one after another (each in its own process, for its own peak memory), not "
-            "alternated: on a loaded machine they carry the load's swings (a MIMM-X / ERM ratio below 1 is such a "
-            "swing), and only the alternating measurements above are robust to it. Rerun on a quiet machine for the "
-            "shapes of the curves.",
+            "Grid rows are measured one after another (each in its own process, for its own peak memory) over a few "
+            "iterations each, not alternated: they carry the machine's swings, more so under load, and a MIMM-X / "
+            "ERM ratio below 1 is such a swing (at the default batch of 64 the alternating measurement above is the "
+            "robust one). `--iterations` narrows them; the shapes of the curves are what the rows are for.",
             "",
             *growth_words(rows),
             "",

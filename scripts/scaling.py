@@ -269,7 +269,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["mi_overhead_ratio"] = overhead.pop("mi_overhead_ratio")
         results["mi_overhead"] = overhead
     if not args.skip_loaded:
-        results["loaded_machine"] = loaded_row(settings)
+        # its own conditions: a loaded row can be kept beside a grid measured later on a quiet machine
+        load = list(os.getloadavg())
+        results["loaded_machine"] = {**loaded_row(settings), "note": args.note, "load_average_before": load}
     if not args.skip_grid:
         results["grid"] = grid(settings, threads)
     if args.gpu_profiles:
