@@ -30,7 +30,6 @@ import ast
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -43,13 +42,14 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mimmx.io_utils import atomic_path, atomic_write_json, atomic_write_text
-from mimmx.methods import DESCRIPTIONS, METHODS, method_overrides
+from measurement_context import BUNDLES, ROOT, machine_summary  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLES = {"cxr": ROOT / "bundles" / "mimmx_cxr", "mri": ROOT / "bundles" / "mimmx_mri"}
+from mimmx.io_utils import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
+from mimmx.methods import DESCRIPTIONS, METHODS, method_overrides  # noqa: E402
+
 DEFAULT_PROTOCOLS = {"cxr": "single,pair,all", "mri": "pair,all"}
 # val 1000 and 1500 per test split: bootstrap 95% CI half-width of test_inverted AUROC <= ~0.03 (largest at AUROC 0.5)
 EVAL_SIZES = {"val": 1000, "test_id": 1500, "test_inverted": 1500, "test_balanced": 1500}
@@ -482,21 +482,6 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         fig.savefig(fh, format="png")
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
-
-
 def write_documents(args: argparse.Namespace, meta: dict, rows: list[dict]) -> None:
     figure = args.json.parent / "benchmark.png"
     if rows:
@@ -551,7 +536,7 @@ def main() -> None:
     if "erm" not in methods:
         methods.insert(0, "erm")  # the reference for epoch times
     command = ("python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
-    meta: dict[str, Any] = {"command": command, "date": date.today().isoformat(), "machine": machine()}
+    meta: dict[str, Any] = {"command": command, "date": date.today().isoformat(), "machine": machine_summary()}
     meta.update({"jobs": args.jobs, "seeds": args.seeds, "methods": methods})
     meta["split_sizes"] = QUICK["sizes"] if args.quick else split_sizes(0, args.val_size, args.test_size)
 

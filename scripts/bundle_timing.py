@@ -11,15 +11,14 @@ runs no torch computation before forking: a fork taken after torch's OpenMP pool
 from __future__ import annotations
 
 import multiprocessing
-import os
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLES = {"cxr": ROOT / "bundles" / "mimmx_cxr", "mri": ROOT / "bundles" / "mimmx_mri"}
+from measurement_context import BUNDLES
+
 ERM_TERMS = "$[@loss#head_ce]"  # the bundle's documented ERM switch
 
 
@@ -214,19 +213,3 @@ def isolated(fn: Callable[[], dict], threads: int) -> dict:
     if "error" in result:
         raise RuntimeError(f"measurement failed in the child process: {result['error']}")
     return result
-
-
-def machine() -> dict:
-    """What the timings were taken on."""
-    import platform
-
-    import torch
-
-    return {
-        "cpus": os.cpu_count(),
-        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_default_threads": torch.get_num_threads(),
-    }

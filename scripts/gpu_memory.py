@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bundle_timing as bt  # noqa: E402
+from measurement_context import BUNDLES  # noqa: E402
 
 GIB = 1024**3
 CUDA_OVERHEAD_GIB = 1.5
@@ -79,7 +80,7 @@ def profile_estimate(bundle: str) -> dict:
 
 def profile_estimates() -> dict:
     """Both bundles' profile estimates."""
-    return {bundle: profile_estimate(bundle) for bundle in bt.BUNDLES}
+    return {bundle: profile_estimate(bundle) for bundle in BUNDLES}
 
 
 if __name__ == "__main__":

@@ -149,6 +149,18 @@ def _gpu_section(profiles: dict[str, Any]) -> list[str]:
     return out
 
 
+def measured_with(results: dict) -> str:
+    """The command behind the page; one per part where ``scaling.py --update`` joined several runs."""
+    commands = results.get("commands") or {}
+    if len(set(commands.values())) <= 1:
+        return f"Measured with `{results['command']}`"
+    by_command: dict[str, list[str]] = {}
+    for part, command in commands.items():
+        by_command.setdefault(command, []).append(part)
+    joined = "; ".join(f"{', '.join(parts)}: `{command}`" for command, parts in by_command.items())
+    return f"Joined from {len(by_command)} runs with `--update` ({joined})"
+
+
 def write_report(results: dict, path: Path, plots: Path) -> None:
     """docs/performance.md (written atomically) with the figures under ``plots``."""
     rows = results.get("grid", [])
@@ -157,7 +169,7 @@ def write_report(results: dict, path: Path, plots: Path) -> None:
     lines = [
         "# Performance: how cost grows",
         "",
-        f"Measured with `{results['command']}` (writes docs/results/performance.json and this page; `--quick` for a "
+        f"{measured_with(results)} (writes docs/results/performance.json and this page; `--quick` for a "
         "small grid). Machine: "
         f"{results['machine']['cpus']} CPUs ({results['machine']['cpus_available']} available), torch "
         f"{results['machine']['torch']}, {results['torch_threads']} torch threads; load average before "

@@ -1,6 +1,7 @@
 """How training and evaluation cost grow: writes docs/results/performance.json and docs/performance.md (with plots).
 
-    python scripts/scaling.py            # the full grid and the default-settings measurements (20-40 min)
+    python scripts/scaling.py            # the full grid and the default-settings measurements (30-60 min)
+    python scripts/scaling.py --skip-grid --update   # re-measure some parts, keep the others in the JSON
     python scripts/scaling.py --quick    # a small grid, fewer repeats (a few minutes; numbers are rough)
 
 Measured, each in a forked child process (scripts/bundle_timing.py), with the bundles' own network, optimiser,
@@ -38,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bundle_timing as bt  # noqa: E402
+from measurement_context import ROOT, machine_info  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 FULL = {
@@ -45,7 +47,7 @@ FULL = {
     "batch_size": [32, 64, 128, 256],
     "image_size": [32, 64, 128],
     "mri_size": [32, 48, 64],
-    "iterations": 8,
+    "iterations": 20,
     "warmup_iterations": 2,
     "blocks": 40,
     "block_iterations": 5,
@@ -65,6 +67,22 @@ QUICK = {
     "eval_repeats": 1,
     "n_boot": 100,
     "loaded_blocks": 1,
+}
+# the measurements one run can take or skip, with the keys each writes (``--update`` replaces whole parts)
+PARTS = {
+    "eval": (
+        "eval_seconds_before",
+        "eval_seconds_after",
+        "eval_speedup",
+        "eval_all_before",
+        "eval_all_after",
+        "eval_n_boot",
+        "eval_scope",
+    ),
+    "overhead": ("mi_overhead_ratio", "mi_overhead"),
+    "loaded": ("loaded_machine",),
+    "grid": ("grid", "grid_note"),
+    "gpu_profiles": ("gpu_profiles",),
 }
 # the steady state of a run: MIMM-X's queue full and its penalty at full weight (from epoch 5 of the default 30)
 STEADY = {"loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0}
@@ -252,15 +270,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     threads = args.threads or choose_num_threads(None)[0]
     bt.preload()
+    command = " ".join(["python", "scripts/scaling.py", *(sys.argv[1:] if argv is None else argv)])
     results: dict[str, Any] = {
-        "command": " ".join(["python", "scripts/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command,
         "quick": bool(args.quick),
-        "machine": bt.machine(),
+        "machine": machine_info(),
         "torch_threads": threads,
         "load_average_before": list(os.getloadavg()),
         "note": args.note,
         "settings": settings,
-        "grid_note": GRID_NOTE,
     }
     if not args.skip_eval:
         results.update(eval_timing(settings))
@@ -274,13 +292,37 @@ def main(argv: list[str] | None = None) -> dict:
         results["loaded_machine"] = {**loaded_row(settings), "note": args.note, "load_average_before": load}
     if not args.skip_grid:
         results["grid"] = grid(settings, threads)
+        results["grid_note"] = GRID_NOTE
     if args.gpu_profiles:
         from gpu_memory import profile_estimates
 
         results["gpu_profiles"] = profile_estimates()
     results["load_average_after"] = list(os.getloadavg())
+    measured = [part for part, keys in PARTS.items() if any(k in results for k in keys)]
+    results["commands"] = {part: command for part in measured}
+    if args.update:
+        results = merge_parts(_read_json(Path(args.json)), results, measured)
     _write(results, args)
     return results
+
+
+def merge_parts(previous: dict, new: dict, measured: list[str]) -> dict:
+    """``previous`` with the parts measured now replaced by ``new``'s; each part keeps the command that measured it
+    (``commands``), so a page joined from several runs still says how to reproduce every number on it."""
+    kept = {k: v for k, v in previous.items() if not any(k in PARTS[part] for part in measured)}
+    commands = {**previous.get("commands", {}), **new["commands"]}
+    return {**kept, **new, "commands": commands}
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    if not path.exists():
+        raise SystemExit(f"--update: {path} does not exist yet; run once without --update to create it.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--update: {path} is not valid JSON ({err}); expected scaling.py's own output.") from err
 
 
 def _write(results: dict, args: argparse.Namespace) -> None:
@@ -295,13 +337,18 @@ def _write(results: dict, args: argparse.Namespace) -> None:
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    root = bt.ROOT
+    root = ROOT
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a small grid and fewer repeats")
     p.add_argument("--json", default=str(root / "docs" / "results" / "performance.json"))
     p.add_argument("--markdown", default=str(root / "docs" / "performance.md"), help="'' to skip")
     p.add_argument("--plots", default=str(root / "docs" / "performance"), help="folder of the PNG figures")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: mimmx.threads' choice)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the existing --json: the parts measured now replace theirs, the others are kept",
+    )
     p.add_argument("--note", default="", help="stored in the JSON, e.g. what else was running")
     p.add_argument("--factors", default="", help="comma-separated factor counts, e.g. 1,2,3")
     p.add_argument("--batch-size", dest="batch_size", default="", help="comma-separated batch sizes")

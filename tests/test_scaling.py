@@ -43,3 +43,43 @@ def test_quick_run_writes_positive_measurements(tmp_path):
     assert "mi_overhead_ratio" in text and "eval_seconds_before" in text and "On a loaded machine" in text
     assert (tmp_path / "plots" / "scaling_time.png").stat().st_size > 0
     assert (tmp_path / "plots" / "scaling_memory.png").stat().st_size > 0
+
+
+def _script_module(name: str):
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_update_replaces_only_the_parts_measured_and_keeps_each_command():
+    scaling = _script_module("scaling")
+    previous = {
+        "command": "old",
+        "grid": [{"a": 1}],
+        "grid_note": "n",
+        "loaded_machine": {"epoch_seconds": 1},
+        "mi_overhead_ratio": 1.5,
+        "mi_overhead": {},
+        "commands": {"grid": "old", "loaded": "loaded-run", "overhead": "old"},
+    }
+    new = {"command": "new", "mi_overhead_ratio": 1.2, "mi_overhead": {"x": 1}, "commands": {"overhead": "new"}}
+    merged = scaling.merge_parts(previous, new, ["overhead"])
+    assert merged["mi_overhead_ratio"] == 1.2 and merged["mi_overhead"] == {"x": 1}
+    assert merged["grid"] == [{"a": 1}] and merged["loaded_machine"] == {"epoch_seconds": 1}
+    assert merged["commands"] == {"grid": "old", "loaded": "loaded-run", "overhead": "new"}
+    report = _script_module("performance_report")
+    assert "Joined from 3 runs" in report.measured_with(merged) and "`loaded-run`" in report.measured_with(merged)
+    assert report.measured_with({"command": "one", "commands": {"grid": "one"}}) == "Measured with `one`"
+
+
+def test_machine_facts_are_shared_by_the_measurement_scripts():
+    context = _script_module("measurement_context")
+    info = context.machine_info()
+    assert info["cpus"] >= 1 and info["processor"] and info["torch"]
+    summary = context.machine_summary(info)
+    assert f"{info['cpus']} cores" in summary and info["torch"] in summary
+    assert set(context.BUNDLES) == {"cxr", "mri"} and all(p.is_dir() for p in context.BUNDLES.values())
