@@ -11,7 +11,7 @@ from mimmx.baselines import group_index
 from mimmx.errors import ConfigError
 from mimmx.factors import parse_factors
 from mimmx.losses import StepContext
-from mimmx.losses.conditional_mi import ConditionalFactorMI, balanced_weights
+from mimmx.losses.conditional_mi import ConditionalDecisionMI, ConditionalFactorMI, balanced_weights
 from mimmx.losses.group_weights import group_loss_weights
 from mimmx.networks import CAUSAL
 
@@ -147,3 +147,48 @@ def test_adaptive_scale_caps_the_penalty_gradient_at_the_task_gradient():
     (grad_task,) = torch.autograd.grad(ctx.task_loss, causal)
     assert 0.0 < stats["mi_scale"] < 1.0
     assert float(grad_penalty.norm()) <= float(grad_task.norm()) * (1 + 1e-4)
+
+
+def _decision_context(logits: torch.Tensor, y: torch.Tensor, z: torch.Tensor, epoch: int = 1) -> StepContext:
+    features = torch.zeros(len(y), 4)
+    return StepContext(
+        network=torch.nn.Identity(),
+        features=features,
+        parts={CAUSAL: features},
+        logits={CAUSAL: logits},
+        labels={CAUSAL: y, "sex": z},
+        factors=parse_factors(FACTORS),
+        epoch=epoch,
+    )
+
+
+def _decision_estimate(shift: float, seed: int = 0) -> float:
+    """Critic fitted on logits whose margin moves by ``shift`` with the factor inside each class."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    term = ConditionalDecisionMI(FACTORS, num_classes=2, queue_size=2048, hidden=32, lr=3e-3)
+
+    def logits(y, z):
+        margin = 3.0 * (2 * y.float() - 1) + shift * z.float() + 0.5 * torch.randn(len(y), generator=g)
+        return torch.stack([-margin / 2, margin / 2], dim=1)
+
+    for _ in range(150):
+        y, z = _cohort(64, 0.9, g)
+        term.critic_update(_decision_context(logits(y, z), y, z))
+    y, z = _cohort(2048, 0.5, g)
+    return float(term.estimate(logits(y, z), {CAUSAL: y, "sex": z})["sex"].detach())
+
+
+def test_decision_term_reads_the_causal_logits_and_sees_a_within_class_shift():
+    none, shifted = _decision_estimate(0.0), _decision_estimate(2.0)
+    assert none < 0.05 and shifted > 0.3
+    g = torch.Generator().manual_seed(3)
+    term = ConditionalDecisionMI(FACTORS, num_classes=2, queue_size=256, warmup_epochs=1)
+    y, z = _cohort(64, 0.9, g)
+    logits = torch.randn(64, 2, generator=g, requires_grad=True)
+    stats = term.critic_update(_decision_context(logits, y, z))
+    assert "critic_loss_decision" in stats and logits.grad is None
+    loss, stats = term(_decision_context(logits, y, z, epoch=2))
+    assert "mi_decision|sex|target" in stats
+    loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0

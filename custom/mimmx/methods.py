@@ -52,6 +52,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "mimmx_w3": {"factor_mi_weight": 3.0},
     # weight 3 reached over 12 epochs: the default's weight through epoch 5 (0.25 ... 1), then still rising
     "mimmx_w3_ramp12": {"factor_mi_weight": 3.0, "loss#factor_mi#ramp_epochs": 12},
+    # MIMM-X plus the same conditional MI read from the causal head's decision (weight 1, the factor term's schedule)
+    "mimmx_decision_mi": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]"},
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -77,6 +79,7 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_decision_gap": "MIMM-X plus the critic-free within-class decision-gap term (weight 1)",
     "mimmx_w3": "MIMM-X with the factor-MI penalty at weight 3 instead of 1 (same warm-up and ramp)",
     "mimmx_w3_ramp12": "MIMM-X with weight 3 reached over a 12-epoch ramp (the default's weight up to epoch 5)",
+    "mimmx_decision_mi": "MIMM-X plus I(causal head's logits; factor | target) from critics on a logit queue",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 

@@ -5,7 +5,7 @@ See :mod:`mimmx.losses.base` for the interface and :mod:`mimmx.methods` for the 
 
 from mimmx.losses.adversary import FactorAdversaryTerm
 from mimmx.losses.base import LossTerm, StepContext
-from mimmx.losses.conditional_mi import ConditionalFactorMI
+from mimmx.losses.conditional_mi import ConditionalDecisionMI, ConditionalFactorMI
 from mimmx.losses.decision_gap import ConditionalDecisionGap
 from mimmx.losses.group_dro import GroupDROCrossEntropy
 from mimmx.losses.head_ce import HeadCrossEntropy
@@ -14,6 +14,7 @@ from mimmx.losses.queue import FeatureQueue
 
 __all__ = [
     "ConditionalFactorMI",
+    "ConditionalDecisionMI",
     "ConditionalDecisionGap",
     "LossTerm",
     "StepContext",

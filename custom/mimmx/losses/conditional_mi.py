@@ -45,7 +45,7 @@ from mimmx.losses.queue import FeatureQueue
 from mimmx.names import CAUSAL, CRITIC_LOSS, MI_PREFIX, MI_SCALE, PAIR_SEP, pair_name
 from mimmx.objective import adaptive_mi_scale
 
-__all__ = ["ConditionalFactorMI", "balanced_weights"]
+__all__ = ["ConditionalFactorMI", "ConditionalDecisionMI", "balanced_weights"]
 
 
 def balanced_weights(target: Tensor, factor: Tensor, num_factor_classes: int) -> Tensor:
@@ -79,6 +79,8 @@ class ConditionalFactorMI(LossTerm):
     """
 
     name = "factor_mi"
+    source = CAUSAL  # what the critics read, as named in the stats
+    critic_suffix = "_cond"
 
     def __init__(
         self,
@@ -134,9 +136,13 @@ class ConditionalFactorMI(LossTerm):
     def check(self, network, factors, config_id: str) -> None:
         check_causal_reader(network, factors, config_id, self.partition_dim, self.factors, self.num_classes)
 
+    def reads(self, ctx: StepContext) -> Tensor:
+        """The tensor whose dependence on each factor beyond the target is penalised: the causal partition."""
+        return ctx.parts[CAUSAL]
+
     def critic_update(self, ctx: StepContext) -> dict[str, float]:
         labels = {CAUSAL: ctx.labels[CAUSAL], **{f.name: ctx.labels[f.name] for f in self.factors}}
-        current = {CAUSAL: ctx.parts[CAUSAL].detach()}
+        current = {CAUSAL: self.reads(ctx).detach()}
         if self.queue is not None:
             self.queue.push(current, labels)
             parts, labels = self.queue.get()
@@ -157,7 +163,7 @@ class ConditionalFactorMI(LossTerm):
             ).sum()
             loss.backward()
             self.optimizer.step()
-        return {CRITIC_LOSS + "_cond": float(loss.detach())}
+        return {CRITIC_LOSS + self.critic_suffix: float(loss.detach())}
 
     def estimate(self, causal: Tensor, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """I_bal(causal; z_k | y) per factor from the current critics (differentiable w.r.t. ``causal``)."""
@@ -170,10 +176,11 @@ class ConditionalFactorMI(LossTerm):
         return out
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
-        values = self.estimate(ctx.parts[CAUSAL], ctx.labels)
+        values = self.estimate(self.reads(ctx), ctx.labels)
         total = torch.stack(list(values.values())).sum()
         stats = {
-            f"{MI_PREFIX}{pair_name(CAUSAL, name)}{PAIR_SEP}target": float(v.detach()) for name, v in values.items()
+            f"{MI_PREFIX}{pair_name(self.source, name)}{PAIR_SEP}target": float(v.detach())
+            for name, v in values.items()
         }
         weight = self.weight_at(ctx.epoch)
         if weight == 0.0:
@@ -193,3 +200,31 @@ class ConditionalFactorMI(LossTerm):
 
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         load_optimizer_state(self.optimizer, state.get("optimizer"))
+
+
+class ConditionalDecisionMI(ConditionalFactorMI):
+    """``weight * sum_k I_bal(causal logits; z_k | y)``: the same estimate, read from the causal head's decision
+    instead of its partition. Stats: ``mi_decision|<factor>|target``.
+
+    The partition term can be met by moving the factor to where the current critic does not look (after training,
+    fresh probes still read every factor from the partition), while what the inverted test split punishes is the
+    decision's dependence on a factor inside each target class. The decision is ``num_classes`` numbers, so a critic
+    on it is near-optimal within a few steps and leaves the encoder nowhere to hide the factor from it. Same
+    arguments as :class:`ConditionalFactorMI` except ``partition_dim`` (the critics read ``num_classes`` logits).
+    """
+
+    name = "decision_mi"
+    source = "decision"
+    critic_suffix = "_decision"
+
+    def __init__(self, factors: Sequence[Mapping[str, Any] | FactorSpec], num_classes: int = 2, **kwargs: Any) -> None:
+        super().__init__(partition_dim=num_classes, factors=factors, num_classes=num_classes, **kwargs)
+
+    def check(self, network, factors, config_id: str) -> None:
+        check_causal_reader(
+            network, factors, config_id, getattr(network, "partition_dim", 0), self.factors, self.num_classes
+        )
+
+    def reads(self, ctx: StepContext) -> Tensor:
+        """The causal head's logits."""
+        return ctx.logits[CAUSAL]
