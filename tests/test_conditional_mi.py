@@ -25,12 +25,14 @@ def _cohort(n: int, rho: float, generator: torch.Generator) -> tuple[torch.Tenso
     return y, z
 
 
-def _context(causal: torch.Tensor, y: torch.Tensor, z: torch.Tensor, epoch: int = 1) -> StepContext:
+def _context(
+    causal: torch.Tensor, y: torch.Tensor, z: torch.Tensor, epoch: int = 1, logits: torch.Tensor | None = None
+) -> StepContext:
     return StepContext(
         network=torch.nn.Identity(),
         features=causal,
         parts={CAUSAL: causal},
-        logits={},
+        logits={} if logits is None else {CAUSAL: logits},
         labels={CAUSAL: y, "sex": z},
         factors=parse_factors(FACTORS),
         epoch=epoch,
@@ -150,16 +152,7 @@ def test_adaptive_scale_caps_the_penalty_gradient_at_the_task_gradient():
 
 
 def _decision_context(logits: torch.Tensor, y: torch.Tensor, z: torch.Tensor, epoch: int = 1) -> StepContext:
-    features = torch.zeros(len(y), 4)
-    return StepContext(
-        network=torch.nn.Identity(),
-        features=features,
-        parts={CAUSAL: features},
-        logits={CAUSAL: logits},
-        labels={CAUSAL: y, "sex": z},
-        factors=parse_factors(FACTORS),
-        epoch=epoch,
-    )
+    return _context(torch.zeros(len(y), 4), y, z, epoch, logits=logits)
 
 
 def _decision_estimate(shift: float, seed: int = 0) -> float:
