@@ -84,11 +84,11 @@ PARTS = {
     "grid": ("grid", "grid_note"),
     "gpu_profiles": ("gpu_profiles",),
 }
-# the steady state of a run: MIMM-X's queue full and its penalty at full weight (from epoch 5 of the default 30)
+# the steady state of a run: MIMM-X's queue full and its penalty at full weight (from epoch 13 of the default 30)
 STEADY = {"loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0}
 GRID_NOTE = (
     "Steady state: feature queue filled, MIMM-X penalty at full weight (warm-up and ramp set to 0 for the timing "
-    "only; in a default run that holds from epoch 5 of 30)."
+    "only; in a default run that holds from epoch 13 of 30)."
 )
 
 

@@ -30,7 +30,7 @@ from mimmx.config import as_bool, coerce_cli_value
 from mimmx.data import format_report, read_datalist
 from mimmx.data.prepare import synthetic_generator
 from mimmx.errors import ConfigError, MimmxError
-from mimmx.methods import DESCRIPTIONS, method_arguments
+from mimmx.methods import DESCRIPTIONS, METHODS, method_arguments
 
 
 class Commands:
@@ -121,9 +121,9 @@ class Commands:
 
     def methods(self) -> None:
         """Print every benchmarked method with the overrides that select it in ``monai.bundle run training``."""
-        for name, text in DESCRIPTIONS.items():
+        for name in METHODS:
             args = shlex.join(method_arguments(name)) or "(the bundle as shipped)"
-            print(f"{name:<12} {text}\n{'':<12} {args}")
+            print(f"{name:<12} {DESCRIPTIONS[name]}\n{'':<12} {args}")
 
 
 def _run_bundle(bundle_root: str, run_id: str, config_names: list[str], overrides: dict[str, Any]) -> None:

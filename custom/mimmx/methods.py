@@ -22,6 +22,10 @@ ERM = "$[@loss#head_ce]"
 # MIMM-X's first objective (kept as an ablation and for the dCor baseline): head CEs + pairwise partition MI
 PAIRWISE = "$[@loss#head_ce, @loss#mi]"
 
+# MIMM-X's settings before the current default (weight 3 reached over 12 epochs after a 1-epoch warm-up)
+W1_RAMP4 = {"factor_mi_weight": 1.0, "loss#factor_mi#ramp_epochs": 4}
+PRE_RAMP = {"factor_mi_weight": 1.0, "loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0}
+
 METHODS: dict[str, dict[str, Any]] = {
     "erm": {"loss_terms": ERM},
     "resample": {
@@ -43,15 +47,17 @@ METHODS: dict[str, dict[str, Any]] = {
     "mimmx": {},
     # ablations of MIMM-X: one piece off at a time
     "balanced_ce": {"loss_terms": "$[@loss#head_ce_balanced]"},
-    "mimmx_unbalanced_ce": {"loss_terms": "$[@loss#head_ce, @loss#factor_mi]"},
-    "mimmx_no_queue": {"loss#factor_mi#queue_size": 0},
-    "mimmx_adaptive_scale": {"loss#factor_mi#adaptive_scale": True},
-    "mimmx_no_ramp": {"loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0},
-    "mimmx_critic5": {"loss#factor_mi#critic_steps": 5},
-    "mimmx_decision_gap": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_gap]"},
-    "mimmx_w3": {"factor_mi_weight": 3.0},
-    # weight 3 reached over 12 epochs: the default's weight through epoch 5 (0.25 ... 1), then still rising
-    "mimmx_w3_ramp12": {"factor_mi_weight": 3.0, "loss#factor_mi#ramp_epochs": 12},
+    # MIMM-X's earlier settings and the candidates measured on them, pinned so that each name reproduces its rows
+    # (docs/results.md says which round chose or rejected each): weight 1 reached by epoch 5 (the default until
+    # mimmx_w3_ramp12 passed its rule), and before that weight 1 from the first step
+    "mimmx_w1": W1_RAMP4,
+    "mimmx_no_ramp": PRE_RAMP,
+    "mimmx_unbalanced_ce": {**PRE_RAMP, "loss_terms": "$[@loss#head_ce, @loss#factor_mi]"},
+    "mimmx_no_queue": {**PRE_RAMP, "loss#factor_mi#queue_size": 0},
+    "mimmx_adaptive_scale": {**PRE_RAMP, "loss#factor_mi#adaptive_scale": True},
+    "mimmx_critic5": {**W1_RAMP4, "loss#factor_mi#critic_steps": 5},
+    "mimmx_decision_gap": {**W1_RAMP4, "loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_gap]"},
+    "mimmx_w3": {**W1_RAMP4, "factor_mi_weight": 3.0},
     # MIMM-X plus the same conditional MI read from the causal head's decision (weight 1, the factor term's schedule)
     "mimmx_decision_mi": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]"},
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
@@ -69,16 +75,16 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_pairwise": "the earlier MIMM-X: MINE critics on every partition pair, adaptive scale, dynamic pair weights",
     "dcor": "distance-correlation penalty between all partitions instead of MINE",
     "mimm_single": "MIMM-X with only the first factor modelled",
-    "mimmx": "MIMM-X: group-balanced head CEs + I(causal; factor | target) from critics on a feature queue",
+    "mimmx": "MIMM-X: group-balanced head CEs + I(causal; factor | target) from critics on a feature queue (weight 3)",
     "balanced_ce": "ablation of MIMM-X without its MI term: the group-balanced causal CE alone",
-    "mimmx_unbalanced_ce": "ablation of MIMM-X with the plain (not group-balanced) causal CE",
-    "mimmx_no_queue": "ablation of MIMM-X whose critics see the current batch only (no feature queue)",
-    "mimmx_adaptive_scale": "ablation of MIMM-X with the MI gradient capped at the CE gradient's norm (fades)",
-    "mimmx_no_ramp": "ablation of MIMM-X with the MI penalty at full weight from the first step (no warm-up or ramp)",
-    "mimmx_critic5": "MIMM-X with 5 critic updates per encoder step instead of 1",
-    "mimmx_decision_gap": "MIMM-X plus the critic-free within-class decision-gap term (weight 1)",
-    "mimmx_w3": "MIMM-X with the factor-MI penalty at weight 3 instead of 1 (same warm-up and ramp)",
-    "mimmx_w3_ramp12": "MIMM-X with weight 3 reached over a 12-epoch ramp (the default's weight up to epoch 5)",
+    "mimmx_w1": "MIMM-X's earlier default: factor-MI weight 1, off in epoch 1, full by epoch 5",
+    "mimmx_unbalanced_ce": "mimmx_no_ramp with the plain (not group-balanced) causal CE",
+    "mimmx_no_queue": "mimmx_no_ramp whose critics see the current batch only (no feature queue)",
+    "mimmx_adaptive_scale": "mimmx_no_ramp with the MI gradient capped at the CE gradient's norm (fades)",
+    "mimmx_no_ramp": "the first conditional MIMM-X: weight 1 from the first step (no warm-up or ramp)",
+    "mimmx_critic5": "mimmx_w1 with 5 critic updates per encoder step instead of 1",
+    "mimmx_decision_gap": "mimmx_w1 plus the critic-free within-class decision-gap term (weight 1)",
+    "mimmx_w3": "mimmx_w1 at weight 3 (the same 4-epoch ramp, so full weight 3 by epoch 5)",
     "mimmx_decision_mi": "MIMM-X plus I(causal head's logits; factor | target) from critics on a logit queue",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
@@ -97,15 +103,15 @@ METHODS.update(
             "train#dataloader#drop_last": False,
         },
         "dfr": {**METHODS["erm"], "dfr": True},
-        # MIMM-X's encoder, then the same group-balanced refit of its causal head
-        "mimmx_dfr": {**METHODS["mimmx"], "dfr": True},
+        # the weight-1 MIMM-X's encoder, then the same group-balanced refit of its causal head
+        "mimmx_w1_dfr": {**METHODS["mimmx_w1"], "dfr": True},
     }
 )
 DESCRIPTIONS.update(
     {
         "subsample": "ERM on a group-balanced subsample: every target x factor group cut to the smallest one's size",
         "dfr": "deep feature reweighting: ERM, then the causal head refit on group-balanced training subsamples",
-        "mimmx_dfr": "MIMM-X, then its causal head refit on group-balanced training subsamples (as dfr)",
+        "mimmx_w1_dfr": "mimmx_w1, then its causal head refit on group-balanced training subsamples (as dfr)",
     }
 )
 
