@@ -38,6 +38,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from mimmx.distributed import broadcast_module, gather_rows, world_size
 from mimmx.errors import ConfigError, TrainingError
 from mimmx.factors import FactorSpec, label_keys, parse_factors
+from mimmx.held_out import HELD_OUT_KEY
 from mimmx.losses import LossTerm, StepContext
 from mimmx.names import CAUSAL
 from mimmx.networks import MIMMXNet
@@ -64,6 +65,8 @@ class MIMMXTrainer(SupervisedTrainer):
         compile: ``torch.compile`` the network for training, with ``compile_kwargs``.
         compile_kwargs: passed to ``torch.compile``.
         accumulation_steps: must be 1 (refused otherwise: the critics step with every batch).
+        held_out_key: batch key flagging rows held out from the task loss (:func:`mimmx.held_out.mark_held_out`);
+            a batch without it holds none out.
         kwargs: passed to SupervisedTrainer (handlers, postprocessing, key_train_metric, ...).
 
     Raises:
@@ -91,6 +94,7 @@ class MIMMXTrainer(SupervisedTrainer):
         compile: bool = False,
         compile_kwargs: Mapping[str, Any] | None = None,
         accumulation_steps: int = 1,
+        held_out_key: str | None = HELD_OUT_KEY,
         **kwargs: Any,
     ) -> None:
         _check_contract(inferer, accumulation_steps, network)
@@ -119,6 +123,7 @@ class MIMMXTrainer(SupervisedTrainer):
                 f"({getattr(self.model, 'factor_names', None)}), got {[f.name for f in self.factors]}."
             )
         self.target_key = target_key
+        self.held_out_key = held_out_key
         self.device_type = device_type
         self.grad_scaling = bool(amp) and device_type == "cuda" and amp_kwargs["dtype"] == torch.float16
         self.compile = bool(compile)
@@ -173,6 +178,13 @@ class MIMMXTrainer(SupervisedTrainer):
             out[name] = value.view(-1).long().to(self.state.device, non_blocking=self.non_blocking)
         return out
 
+    def _held_out(self, batchdata: Mapping[str, Any]) -> torch.Tensor | None:
+        """Rows held out from the task loss (:mod:`mimmx.held_out`), all ranks' rows; None when none are marked."""
+        if not self.held_out_key or self.held_out_key not in batchdata:
+            return None
+        flags = torch.as_tensor(batchdata[self.held_out_key]).view(-1).long().to(self.state.device)
+        return gather_rows(flags, self.held_out_key)[0].bool()
+
     def _prepared(self, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor | None, tuple, dict]:
         batch = self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)
         inputs, target, args, kwargs = batch if len(batch) == 4 else (*batch, (), {})
@@ -185,6 +197,7 @@ class MIMMXTrainer(SupervisedTrainer):
             raise ValueError("Must provide batch data for current iteration.")
         inputs, target, args, kwargs = engine._prepared(batchdata)
         local_labels = engine._labels(batchdata, target)
+        held_out = engine._held_out(batchdata)
 
         engine.network.train()
         engine.objective.train()
@@ -213,6 +226,7 @@ class MIMMXTrainer(SupervisedTrainer):
             factors=engine.factors,
             epoch=engine.state.epoch,
             iteration=engine.state.iteration,
+            held_out=held_out,
             device=torch.device(engine.state.device),
         )
         stats: dict[str, float] = {}

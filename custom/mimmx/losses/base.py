@@ -44,6 +44,8 @@ class StepContext:
         iteration: global iteration (1-based).
         task_loss: running sum of the contributions of the task terms evaluated so far (``is_task_loss``); the
             reference that adaptive scaling compares a regulariser's gradient with.
+        held_out: (B,) bool, rows held out from the causal task loss (:mod:`mimmx.held_out`); None when the
+            training split holds none out.
         device: where the batch lives.
     """
 
@@ -56,6 +58,7 @@ class StepContext:
     epoch: int = 1
     iteration: int = 1
     task_loss: Tensor | None = None
+    held_out: Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 

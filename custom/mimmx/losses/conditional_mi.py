@@ -76,6 +76,8 @@ class ConditionalFactorMI(LossTerm):
             partition before the balanced CE has found the target, leaving the CE at chance for several epochs.
         adaptive_scale: scale the penalty's gradient to at most the task loss's (as the earlier objective did); off
             by default, since that scale fades once the training images are fitted (kept for the ablation).
+        held_out_only: critics train, and the penalty is estimated, on the rows held out from the task loss only
+            (``held_out_fraction`` in the bundle, :mod:`mimmx.held_out`): the fitted images hide the dependence.
     """
 
     name = "factor_mi"
@@ -95,6 +97,7 @@ class ConditionalFactorMI(LossTerm):
         warmup_epochs: int = 0,
         ramp_epochs: int = 0,
         adaptive_scale: bool = False,
+        held_out_only: bool = False,
     ) -> None:
         super().__init__()
         checked = (
@@ -115,6 +118,7 @@ class ConditionalFactorMI(LossTerm):
         self.warmup_epochs = int(warmup_epochs)
         self.ramp_epochs = int(ramp_epochs)
         self.adaptive_scale = as_bool(adaptive_scale, "loss#factor_mi#adaptive_scale")
+        self.held_out_only = as_bool(held_out_only, f"loss#{self.name}#held_out_only")
         self.critics = nn.ModuleDict(
             {
                 f.name: nn.Sequential(
@@ -140,11 +144,30 @@ class ConditionalFactorMI(LossTerm):
         """The tensor whose dependence on each factor beyond the target is penalised: the causal partition."""
         return ctx.parts[CAUSAL]
 
+    def rows(self, ctx: StepContext) -> Tensor | None:
+        """The batch rows this term reads: all, or only those held out from the task loss (``held_out_only``)."""
+        if not self.held_out_only:
+            return None
+        if ctx.held_out is None:
+            raise ConfigError(
+                f"loss#{self.name}#held_out_only is true but the training split holds no rows out; set "
+                "held_out_fraction above 0 (mimmx.held_out)."
+            )
+        return ctx.held_out
+
     def critic_update(self, ctx: StepContext) -> dict[str, float]:
+        rows = self.rows(ctx)
         labels = {CAUSAL: ctx.labels[CAUSAL], **{f.name: ctx.labels[f.name] for f in self.factors}}
         current = {CAUSAL: self.reads(ctx).detach()}
+        if rows is not None:
+            labels = {name: value[rows] for name, value in labels.items()}
+            current = {CAUSAL: current[CAUSAL][rows]}
+            if self.queue is None and not bool(rows.any()):
+                return {}
         if self.queue is not None:
             self.queue.push(current, labels)
+            if len(self.queue) == 0:
+                return {}
             parts, labels = self.queue.get()
         else:
             parts = current
@@ -176,7 +199,13 @@ class ConditionalFactorMI(LossTerm):
         return out
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
-        values = self.estimate(self.reads(ctx), ctx.labels)
+        rows = self.rows(ctx)
+        source, labels = self.reads(ctx), ctx.labels
+        if rows is not None:
+            if not bool(rows.any()):  # no held-out row in this batch: nothing to estimate on
+                return source.sum() * 0.0, {}
+            source, labels = source[rows], {name: value[rows] for name, value in labels.items()}
+        values = self.estimate(source, labels)
         total = torch.stack(list(values.values())).sum()
         stats = {
             f"{MI_PREFIX}{pair_name(self.source, name)}{PAIR_SEP}target": float(v.detach())

@@ -81,12 +81,16 @@ class HeadCrossEntropy(LossTerm):
         weights = head_weights(self.factors or ctx.factors, self.weights, self.causal_weight)
         ce = {}
         for name in ctx.logits:
-            if name == CAUSAL and self.group_weights is not None:  # the group-balanced risk of the causal head
+            if name != CAUSAL:
+                ce[name] = F.cross_entropy(ctx.logits[name], ctx.labels[name])
+                continue
+            per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
+            if self.group_weights is not None:  # the group-balanced risk of the causal head
                 factors = self.factors or ctx.factors
                 groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
-                per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
-                ce[name] = (per_sample * self.group_weights[groups]).mean()
-            else:
-                ce[name] = F.cross_entropy(ctx.logits[name], ctx.labels[name])
+                per_sample = per_sample * self.group_weights[groups]
+            fitted = torch.ones_like(per_sample, dtype=torch.bool) if ctx.held_out is None else ~ctx.held_out
+            # rows held out from the task loss (mimmx.held_out) are never fitted; the mean is over the others
+            ce[name] = (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
         total = torch.stack([weights[name] * value for name, value in ce.items()]).sum()
         return total, {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}
