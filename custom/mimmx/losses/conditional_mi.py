@@ -144,33 +144,28 @@ class ConditionalFactorMI(LossTerm):
         """The tensor whose dependence on each factor beyond the target is penalised: the causal partition."""
         return ctx.parts[CAUSAL]
 
-    def rows(self, ctx: StepContext) -> Tensor | None:
-        """The batch rows this term reads: all, or only those held out from the task loss (``held_out_only``)."""
+    def read(self, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        """What this term reads and the labels it conditions on: every row of the batch, or only the rows held out
+        from the task loss (``held_out_only``; possibly none in a given batch)."""
+        source, labels = self.reads(ctx), ctx.labels
         if not self.held_out_only:
-            return None
+            return source, labels
         if ctx.held_out is None:
             raise ConfigError(
                 f"loss#{self.name}#held_out_only is true but the training split holds no rows out; set "
                 "held_out_fraction above 0 (mimmx.held_out)."
             )
-        return ctx.held_out
+        return source[ctx.held_out], {name: value[ctx.held_out] for name, value in labels.items()}
 
     def critic_update(self, ctx: StepContext) -> dict[str, float]:
-        rows = self.rows(ctx)
-        labels = {CAUSAL: ctx.labels[CAUSAL], **{f.name: ctx.labels[f.name] for f in self.factors}}
-        current = {CAUSAL: self.reads(ctx).detach()}
-        if rows is not None:
-            labels = {name: value[rows] for name, value in labels.items()}
-            current = {CAUSAL: current[CAUSAL][rows]}
-            if self.queue is None and not bool(rows.any()):
-                return {}
+        source, all_labels = self.read(ctx)
+        labels = {name: all_labels[name] for name in [CAUSAL, *(f.name for f in self.factors)]}
+        parts = {CAUSAL: source.detach()}
         if self.queue is not None:
-            self.queue.push(current, labels)
-            if len(self.queue) == 0:
-                return {}
+            self.queue.push(parts, labels)
             parts, labels = self.queue.get()
-        else:
-            parts = current
+        if parts[CAUSAL].shape[0] == 0:  # no held-out row seen yet
+            return {}
         x = with_target(parts[CAUSAL], labels[CAUSAL], self.num_classes)
         loss = torch.zeros(())
         for _ in range(self.critic_steps):
@@ -199,12 +194,9 @@ class ConditionalFactorMI(LossTerm):
         return out
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
-        rows = self.rows(ctx)
-        source, labels = self.reads(ctx), ctx.labels
-        if rows is not None:
-            if not bool(rows.any()):  # no held-out row in this batch: nothing to estimate on
-                return source.sum() * 0.0, {}
-            source, labels = source[rows], {name: value[rows] for name, value in labels.items()}
+        source, labels = self.read(ctx)
+        if source.shape[0] == 0:  # no held-out row in this batch: nothing to estimate on
+            return self.reads(ctx).sum() * 0.0, {}
         values = self.estimate(source, labels)
         total = torch.stack(list(values.values())).sum()
         stats = {
