@@ -61,6 +61,10 @@ class StepContext:
     held_out: Tensor | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
+    def fitted_rows(self) -> Tensor | None:
+        """Rows a task term fits: all but those held out (:mod:`mimmx.held_out`); None when none are held out."""
+        return None if self.held_out is None else ~self.held_out
+
 
 class LossTerm(nn.Module):
     """One additive term of the encoder objective.

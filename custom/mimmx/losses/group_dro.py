@@ -66,8 +66,9 @@ class GroupDROCrossEntropy(LossTerm):
         ce = {name: F.cross_entropy(ctx.logits[name], ctx.labels[name]) for name in ctx.logits}
         per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
         groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in self.factors], self.factors)
-        if ctx.held_out is not None:  # rows held out from the task loss (mimmx.held_out) are never fitted
-            per_sample, groups = per_sample[~ctx.held_out], groups[~ctx.held_out]
+        fitted = ctx.fitted_rows()
+        if fitted is not None:  # rows held out from the task loss are never fitted
+            per_sample, groups = per_sample[fitted], groups[fitted]
         dro = self.dro(per_sample, groups)
         robust = {**ce, CAUSAL: dro}
         total = torch.stack([weights[name] * value for name, value in robust.items()]).sum()

@@ -89,8 +89,8 @@ class HeadCrossEntropy(LossTerm):
                 factors = self.factors or ctx.factors
                 groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
                 per_sample = per_sample * self.group_weights[groups]
-            fitted = torch.ones_like(per_sample, dtype=torch.bool) if ctx.held_out is None else ~ctx.held_out
-            # rows held out from the task loss (mimmx.held_out) are never fitted; the mean is over the others
-            ce[name] = (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
+            fitted = ctx.fitted_rows()
+            # rows held out from the task loss are never fitted; the mean is over the others (0 when none are left)
+            ce[name] = per_sample.mean() if fitted is None else (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
         total = torch.stack([weights[name] * value for name, value in ce.items()]).sum()
         return total, {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}
