@@ -216,6 +216,12 @@ def _aurocs(summary: Mapping[str, Any]) -> dict[str, float | None]:
     return {key: summary.get(key) for key in AUROCS}
 
 
+def first_best_epoch(history: Sequence[Mapping[str, Any]], metric: str) -> int | None:
+    """The epoch a selection on ``metric`` keeps: the first best, as the checkpoints save on strict improvement."""
+    scored = [h for h in history if isinstance(h.get(metric), (int, float)) and not math.isnan(h[metric])]
+    return max(scored, key=lambda h: h[metric])["epoch"] if scored else None
+
+
 def collect_row(out: Path) -> dict | None:
     """One benchmark row from a finished run folder (None while any of its evaluations is missing)."""
     files = {sel: out / "eval" / f"metrics_{sel}.json" for sel in SELECTIONS}
@@ -242,6 +248,9 @@ def collect_row(out: Path) -> dict | None:
         "balanced_val_selection": _aurocs(metrics["balanced_val_selection"]),
         "smallest_group": spec.get("smallest_group"),
         "epochs": len(history),
+        # which epoch each selection kept: an early epoch under the default selection is a shortcut epoch
+        "selected_epoch": first_best_epoch(history, "val_auc"),
+        "balanced_val_epoch": first_best_epoch(history, "val_balanced_auc"),
     }
 
 
@@ -302,6 +311,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]
                 entry[col] = {f: mean_sd([r[col].get(f) for r in runs]) for f in factors}
             for col in ("last_epoch", "balanced_val_selection"):
                 entry[col] = {a: mean_sd([r[col].get(a) for r in runs]) for a in AUROCS}
+            for col in ("selected_epoch", "balanced_val_epoch"):
+                entry[col] = [r.get(col) for r in sorted(runs, key=lambda r: r["seed"])]
             groups = [r["smallest_group"] for r in runs if r.get("smallest_group") is not None]
             entry["smallest_group"] = min(groups) if groups else None
             table[method] = entry
@@ -429,13 +440,19 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         if checks:
             lines += ["", "MIMM-X's targets:", ""] + [f"- {c}" for c in checks]
         head = ["method"] + [f"{sel} {a.replace('_auroc', '')}" for sel in ("last", "bal-val") for a in AUROCS]
+        head += ["selected epochs (default / bal-val, per seed)"]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method, v in table.items():
             cells = [method] + [fmt(v[sel][a]) for sel in ("last_epoch", "balanced_val_selection") for a in AUROCS]
+            cells.append(f"{epochs_cell(v.get('selected_epoch'))} / {epochs_cell(v.get('balanced_val_epoch'))}")
             lines.append("| " + " | ".join(cells) + " |")
     if meta.get("figure"):
         lines += ["", "## test_inverted AUROC against training size", "", f"![test_inverted AUROC]({meta['figure']})"]
     return "\n".join(lines) + "\n"
+
+
+def epochs_cell(epochs: Sequence[int | None] | None) -> str:
+    return ", ".join("?" if e is None else str(e) for e in epochs) if epochs else "?"
 
 
 def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -39,7 +39,10 @@ def _fake_run(work: Path, bundle: str, protocol: str, method: str, seed: int, in
     for sel in ("model", "last_epoch", "balanced_val_selection"):
         value = inverted if sel == "model" else inverted - 0.1
         (out / "eval" / f"metrics_{sel}.json").write_text(json.dumps({"summary": _summary(value, 0.6 + seed / 10)}))
-    history = [{"epoch": 1, "epoch_seconds": 99.0}, {"epoch": 2, "epoch_seconds": seconds}]
+    history = [  # val AUROC ties (the first best is kept); the group-balanced one peaks later
+        {"epoch": 1, "epoch_seconds": 99.0, "val_auc": 0.9, "val_balanced_auc": 0.6},
+        {"epoch": 2, "epoch_seconds": seconds, "val_auc": 0.9, "val_balanced_auc": 0.8},
+    ]
     (out / "eval" / "history.json").write_text(json.dumps(history))
     return out
 
@@ -61,6 +64,7 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert mimmx["epoch_time_vs_erm"] == pytest.approx(2.0)  # the first (warm-up) epoch is left out
     assert mimmx["last_epoch"]["test_inverted_auroc"] == pytest.approx(0.4)
     assert mimmx["decision_leakage"] == {"sex": 0.6, "age": 0.5} and mimmx["smallest_group"] == 3
+    assert (mimmx["selected_epoch"], mimmx["balanced_val_epoch"]) == (1, 2)
 
     tables = bench.aggregate(rows)
     erm = tables[("cxr", "pair", 1600)]["erm"]
@@ -69,6 +73,7 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert erm["test_inverted_auroc"]["sd"] == pytest.approx(0.1414, abs=1e-3)
     assert erm["decision_leakage"]["sex"]["mean"] == pytest.approx(0.65)
     assert erm["smallest_group"] == 3
+    assert erm["selected_epoch"] == [1, 1] and erm["balanced_val_epoch"] == [2, 2]
     assert list(tables[("cxr", "pair", 1600)]) == ["erm", "mimmx", "oracle"]  # METHODS order
 
     text = bench.markdown({"command": "python scripts/benchmark.py --x", "planned": 9}, rows)
@@ -77,6 +82,7 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert "| mimmx | 1 | 0.950 | 0.500 | 0.025 |" in text
     assert "decision sex" in text and "probe age" in text and "partial" in text
     assert "Smallest target x factor group of the training split: 3 images" in text
+    assert " | 1, 1 / 2, 2 |" in text and " | 1 / 2 |" in text  # erm (two seeds), oracle (one)
 
     figure = tmp_path / "benchmark.png"
     bench.plot(figure, rows)
