@@ -25,6 +25,15 @@ PAIRWISE = "$[@loss#head_ce, @loss#mi]"
 # MIMM-X's settings before the current default (weight 3 reached over 12 epochs after a 1-epoch warm-up)
 W1_RAMP4 = {"factor_mi_weight": 1.0, "loss#factor_mi#ramp_epochs": 4}
 PRE_RAMP = {"factor_mi_weight": 1.0, "loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0}
+# mimmx_decision_mi with both MI terms on a fifth of the training images, held out from the causal CE
+MIMMX_HELD_OUT = {
+    "loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]",
+    "held_out_fraction": 0.2,
+    "loss#factor_mi#held_out_only": True,
+    # about 0.8 epoch of held-out rows, as 4096 rows are of all rows: the critics read features of the same age
+    "loss#factor_mi#queue_size": 1024,
+    "loss#decision_mi#queue_size": 1024,
+}
 
 METHODS: dict[str, dict[str, Any]] = {
     "erm": {"loss_terms": ERM},
@@ -60,14 +69,12 @@ METHODS: dict[str, dict[str, Any]] = {
     "mimmx_w3": {**W1_RAMP4, "factor_mi_weight": 3.0},
     # MIMM-X plus the same conditional MI read from the causal head's decision (weight 1, the factor term's schedule)
     "mimmx_decision_mi": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]"},
-    # mimmx_decision_mi with both MI terms on a fifth of the training images held out from the causal CE
-    "mimmx_held_out": {
-        "loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]",
-        "held_out_fraction": 0.2,
-        "loss#factor_mi#held_out_only": True,
-        # about 0.8 epoch of held-out rows, as 4096 rows are of all rows: the critics read features of the same age
-        "loss#factor_mi#queue_size": 1024,
-        "loss#decision_mi#queue_size": 1024,
+    "mimmx_held_out": MIMMX_HELD_OUT,
+    # mimmx_held_out with the decision term at full weight from epoch 2 (no ramp): its early epochs cannot win the
+    # default selection with a shortcut decision; the factor term keeps its 12-epoch ramp (a fast rise stalls the CE)
+    "mimmx_held_out_early": {
+        **MIMMX_HELD_OUT,
+        "loss#decision_mi#ramp_epochs": 0,
     },
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
@@ -96,6 +103,7 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_w3": "mimmx_w1 at weight 3 (the same 4-epoch ramp, so full weight 3 by epoch 5)",
     "mimmx_decision_mi": "MIMM-X plus I(causal head's logits; factor | target) from critics on a logit queue",
     "mimmx_held_out": "mimmx_decision_mi with both MI terms on 20% of the training images, held out from the causal CE",
+    "mimmx_held_out_early": "mimmx_held_out with the decision term at full weight from epoch 2 (no ramp)",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
