@@ -409,7 +409,8 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         "inside each target class on test_balanced, folded (0.5 = none); probe leakage = logistic-probe AUROC from "
         "the causal partition to the factor on test_balanced (0.5 = none); epoch time relative to ERM on the same "
         "data. Model selection: best val AUROC at the training correlation (`model.pt`), the same for every method; "
-        "the second table of each section scores the last epoch and the best group-balanced val AUROC instead.",
+        "the second table of each section scores the last epoch and the best group-balanced val AUROC instead, "
+        "and lists the epoch each selection kept, per seed (an early epoch under the default is a shortcut epoch).",
         "",
         "Methods (all share data, network, epochs and model selection; `mimmx methods` prints their overrides):",
         "",
