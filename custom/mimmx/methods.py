@@ -25,15 +25,23 @@ PAIRWISE = "$[@loss#head_ce, @loss#mi]"
 # MIMM-X's settings before the current default (weight 3 reached over 12 epochs after a 1-epoch warm-up)
 W1_RAMP4 = {"factor_mi_weight": 1.0, "loss#factor_mi#ramp_epochs": 4}
 PRE_RAMP = {"factor_mi_weight": 1.0, "loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0}
-# mimmx_decision_mi with both MI terms on a fifth of the training images, held out from the causal CE
-MIMMX_HELD_OUT = {
-    "loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]",
-    "held_out_fraction": 0.2,
-    "loss#factor_mi#held_out_only": True,
-    # about 0.8 epoch of held-out rows, as 4096 rows are of all rows: the critics read features of the same age
-    "loss#factor_mi#queue_size": 1024,
-    "loss#decision_mi#queue_size": 1024,
-}
+
+
+def held_out_setting(fraction: float) -> dict[str, Any]:
+    """mimmx_decision_mi with both MI terms on ``fraction`` of the training images, held out from the causal CE.
+
+    The queues hold about 0.8 epoch of held-out rows (5120 x fraction at 6400 images), as 4096 rows are of all
+    rows by default: the critics read features of the same age whatever the share.
+    """
+    queue = round(5120 * fraction)
+    return {
+        "loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]",
+        "held_out_fraction": fraction,
+        "loss#factor_mi#held_out_only": True,
+        "loss#factor_mi#queue_size": queue,
+        "loss#decision_mi#queue_size": queue,
+    }
+
 
 METHODS: dict[str, dict[str, Any]] = {
     "erm": {"loss_terms": ERM},
@@ -69,21 +77,13 @@ METHODS: dict[str, dict[str, Any]] = {
     "mimmx_w3": {**W1_RAMP4, "factor_mi_weight": 3.0},
     # MIMM-X plus the same conditional MI read from the causal head's decision (weight 1, the factor term's schedule)
     "mimmx_decision_mi": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]"},
-    "mimmx_held_out": MIMMX_HELD_OUT,
+    "mimmx_held_out": held_out_setting(0.2),
     # mimmx_held_out with the decision term at full weight from epoch 2 (no ramp): its early epochs cannot win the
     # default selection with a shortcut decision; the factor term keeps its 12-epoch ramp (a fast rise stalls the CE)
-    "mimmx_held_out_early": {
-        **MIMMX_HELD_OUT,
-        "loss#decision_mi#ramp_epochs": 0,
-    },
-    # mimmx_held_out with half the held-out share: fewer of the rare groups' images go unfitted, and the later
-    # epochs fit more of the training correlation; queues stay at about 0.8 epoch of held-out rows
-    "mimmx_held_out_small": {
-        **MIMMX_HELD_OUT,
-        "held_out_fraction": 0.1,
-        "loss#factor_mi#queue_size": 512,
-        "loss#decision_mi#queue_size": 512,
-    },
+    "mimmx_held_out_early": {**held_out_setting(0.2), "loss#decision_mi#ramp_epochs": 0},
+    # half the held-out share: fewer of the rare groups' images go unfitted, and the later epochs fit more of the
+    # training correlation
+    "mimmx_held_out_small": held_out_setting(0.1),
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
