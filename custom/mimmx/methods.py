@@ -84,6 +84,11 @@ METHODS: dict[str, dict[str, Any]] = {
     # half the held-out share: fewer of the rare groups' images go unfitted, and the later epochs fit more of the
     # training correlation
     "mimmx_held_out_small": held_out_setting(0.1),
+    # weights averaged over about 3 epochs (mimmx.averaging): validation, selection and the saved models read the
+    # average of the critic game's swinging last steps; on the held-out setting, on the default, and on ERM alone
+    "mimmx_held_out_avg": {**held_out_setting(0.2), "average_epochs": 3},
+    "mimmx_avg": {"average_epochs": 3},
+    "erm_avg": {"loss_terms": ERM, "average_epochs": 3},
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -113,6 +118,9 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_held_out": "mimmx_decision_mi with both MI terms on 20% of the training images, held out from the causal CE",
     "mimmx_held_out_early": "mimmx_held_out with the decision term at full weight from epoch 2 (no ramp)",
     "mimmx_held_out_small": "mimmx_held_out with 10% of the training images held out instead of 20%",
+    "mimmx_held_out_avg": "mimmx_held_out with its weights averaged over about 3 epochs (EMA) for selection and use",
+    "mimmx_avg": "MIMM-X with its weights averaged over about 3 epochs (EMA) for selection and use",
+    "erm_avg": "ERM with its weights averaged over about 3 epochs (EMA), the control for the averaging alone",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
