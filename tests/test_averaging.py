@@ -11,7 +11,7 @@ from monai.bundle import ConfigParser, run
 
 from mimmx.averaging import WeightAverage, ema_decay
 from mimmx.checkpoints import latest_checkpoint, load_weights
-from mimmx.methods import method_overrides
+from mimmx.methods import METHODS, method_overrides
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
@@ -48,7 +48,7 @@ def test_the_average_is_the_exponential_average_of_the_steps():
 
 def test_a_bundle_selects_and_saves_the_averaged_weights(tmp_path):
     small = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "smoke_test.yaml"))
-    overrides = {**small, **method_overrides("mimmx_avg")}
+    overrides = {**small, **method_overrides("mimmx")}
     config = BUNDLES / "mimmx_cxr" / "configs" / "train.yaml"
     run("training", bundle_root=str(tmp_path), config_file=str(config), **overrides)
     state = load_weights(latest_checkpoint(tmp_path / "models"))
@@ -58,3 +58,10 @@ def test_a_bundle_selects_and_saves_the_averaged_weights(tmp_path):
     assert set(last) == set(state["model"]) == set(averaged)
     assert all(torch.equal(last[k], averaged[k]) for k in last)  # what is saved is the average ...
     assert any(not torch.equal(last[k], state["model"][k]) for k in last)  # ... not the last step's weights
+
+
+def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does():
+    config = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "train.yaml"))
+    assert config["average_epochs"] > 0 and "average_epochs" not in method_overrides("mimmx")
+    averaged = {name for name in METHODS if method_overrides(name).get("average_epochs", config["average_epochs"]) > 0}
+    assert averaged == {"mimmx", "mimmx_held_out_avg", "erm_avg"}
