@@ -8,6 +8,10 @@
                                                      #   seed, erm vs mimmx; prints both (a measurement, not a test)
     python scripts/benchmark.py --report_only        # rebuild the documents from whatever runs have finished
 
+The documents keep every row recorded in docs/results/benchmark.json: a run folder of the same bundle, protocol,
+size, method and seed replaces its row, and nothing else removes one, so a clean clone (no ``runs/``) adds rows to
+the record instead of starting it anew. With ``--reuse`` a recorded run is not run again.
+
 Axes: bundle (``--bundles``), protocol (``--protocols``; the bundle's ``protocols`` ladder: which factors go with the
 target in training), training size (``--sizes``), method (``--methods``, :data:`mimmx.methods.METHODS`), seed
 (``--seeds``). Per (bundle, protocol, size, seed) one data list is prepared before the parallel runs (the oracle,
@@ -278,6 +282,40 @@ def collect_rows(work_dir: Path, protocols: Mapping[str, Sequence[str]] | None =
             rows += [{**row, "protocol": p} for p in names]
         else:
             rows.append(row)
+    add_relative_times(rows)
+    return rows
+
+
+def row_key(row: Mapping[str, Any]) -> tuple:
+    return (row["bundle"], row["protocol"], row["n_train"], row["method"], row["seed"])
+
+
+def recorded_rows(path: Path) -> list[dict]:
+    """The rows an earlier benchmark.json holds: the record of runs whose folders are not on this machine."""
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())["runs"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a benchmark record with a 'runs' list ({e}); move it away to start anew") from e
+    for i, row in enumerate(rows):
+        try:
+            row_key(row)
+        except (KeyError, TypeError):
+            raise SystemExit(f"{path}: runs[{i}] lacks one of bundle, protocol, n_train, method, seed") from None
+    return rows
+
+
+def merge_rows(recorded: Sequence[Mapping[str, Any]], measured: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Every row measured in a run folder, and every recorded row that no run folder replaces.
+
+    A benchmark on a clean clone or another machine starts without the earlier run folders; its documents must still
+    carry every earlier run's row (the runs are science, not a cache), so a row is only ever replaced by a new
+    measurement of the same bundle, protocol, size, method and seed.
+    """
+    fresh = {row_key(r) for r in measured}
+    rows = [dict(r) for r in measured] + [dict(r) for r in recorded if row_key(r) not in fresh]
+    rows.sort(key=lambda r: (r["bundle"], r["protocol"], r["n_train"], r["method"], r["seed"]))
     add_relative_times(rows)
     return rows
 
@@ -568,9 +606,10 @@ def main() -> None:
         ladder = [dict(cfg["protocols"][p]) for p in protocols[b]] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
         cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": max(sizes)}, KEEP[b])
     meta["cohort_sizes"] = cohort_sizes
+    recorded = [] if args.quick else recorded_rows(args.json)
     if args.report_only:
         meta["command"] += " (documents rebuilt from the finished runs; the runs' own commands: docs/results.md)"
-        rows = collect_rows(args.work_dir, protocols)
+        rows = merge_rows(recorded, collect_rows(args.work_dir, protocols))
         write_documents(args, meta, rows)
         return
 
@@ -586,6 +625,12 @@ def main() -> None:
         for protocol in protocols[b]:
             base = {"bundle": b, "protocol": protocol, "n_train": n, "seed": seed, "sizes": split}
             specs += [{**base, "method": m} for m in methods if m != "oracle" or protocol == protocols[b][0]]
+    if args.reuse:  # a run recorded in the benchmark's JSON is finished, whether or not its folder is here
+        done = {row_key(r) for r in recorded}
+        kept = [s for s in specs if row_key(s) not in done or collect_row(run_dir(args.work_dir, s)) is not None]
+        if len(kept) < len(specs):
+            print(f"{len(specs) - len(kept)} run(s) already recorded in {args.json}: not rerun (--reuse)")
+        specs = kept
     start = time.perf_counter()
     prepared: dict[str, str] = {}
     for spec in specs:  # data lists first, one at a time: parallel runs would race on them
@@ -628,7 +673,7 @@ def main() -> None:
                 f"  decision leakage {json.dumps({k: round(v, 3) for k, v in r['decision_leakage'].items()})}"
             )
         raise SystemExit(0)
-    rows = collect_rows(args.work_dir, protocols)
+    rows = merge_rows(recorded, collect_rows(args.work_dir, protocols))
     write_documents(args, meta, rows)
     if failed:
         print(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))

@@ -132,3 +132,38 @@ def test_targets_elsewhere_ask_for_no_loss_against_erm(bench) -> None:
     assert [line.split(" ->")[1].split(" (")[0].strip() for line in lines] == ["met", "met", "**not met**"]
     assert "1 seed; the issue asks for 3" in lines[0]
     assert bench.targets({"erm": table["erm"]}, "pair", 6400) == []
+
+
+def test_recorded_rows_are_kept_and_only_replaced_by_the_same_run(bench, tmp_path: Path) -> None:
+    """A clean clone has no run folders: the documents keep every recorded row and add the new ones."""
+    work = tmp_path / "runs"
+    _fake_run(work, "cxr", "pair", "erm", 0, 0.2, 1.0)  # measured again: replaces the recorded seed-0 ERM row
+    _fake_run(work, "cxr", "pair", "mimmx", 1, 0.7, 3.0)  # new
+    old = {"protocol": "pair", "n_train": 1600, "decision_leakage": {}, "probe_leakage": {}}
+    recorded = [
+        {**old, "bundle": "cxr", "method": "erm", "seed": 0, "test_inverted_auroc": 0.9, "epoch_seconds": 5.0},
+        {**old, "bundle": "cxr", "method": "mimmx", "seed": 0, "test_inverted_auroc": 0.6, "epoch_seconds": 2.0},
+        {**old, "bundle": "mri", "method": "erm", "seed": 0, "test_inverted_auroc": 0.4, "epoch_seconds": 9.0},
+    ]
+    record = tmp_path / "benchmark.json"
+    record.write_text(json.dumps({"runs": recorded}))
+
+    rows = bench.merge_rows(bench.recorded_rows(record), bench.collect_rows(work))
+    by_key = {(r["bundle"], r["method"], r["seed"]): r for r in rows}
+    assert sorted(by_key) == [("cxr", "erm", 0), ("cxr", "mimmx", 0), ("cxr", "mimmx", 1), ("mri", "erm", 0)]
+    assert by_key[("cxr", "erm", 0)]["test_inverted_auroc"] == pytest.approx(0.2)  # the new measurement
+    assert by_key[("cxr", "mimmx", 0)]["test_inverted_auroc"] == pytest.approx(0.6)  # kept from the record
+    # relative epoch times follow the ERM row that is now there (1.0 s), recorded rows included
+    assert by_key[("cxr", "mimmx", 0)]["epoch_time_vs_erm"] == pytest.approx(2.0)
+    assert by_key[("cxr", "mimmx", 1)]["epoch_time_vs_erm"] is None  # no ERM run of seed 1
+    assert bench.recorded_rows(tmp_path / "absent.json") == []
+
+
+def test_a_broken_record_is_refused_by_name(bench, tmp_path: Path) -> None:
+    record = tmp_path / "benchmark.json"
+    record.write_text(json.dumps({"runs": [{"bundle": "cxr", "protocol": "pair", "seed": 0}]}))
+    with pytest.raises(SystemExit, match=r"benchmark.json: runs\[0\] lacks"):
+        bench.recorded_rows(record)
+    record.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a benchmark record"):
+        bench.recorded_rows(record)
