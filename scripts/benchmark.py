@@ -8,9 +8,10 @@
                                                      #   seed, erm vs mimmx; prints both (a measurement, not a test)
     python scripts/benchmark.py --report_only        # rebuild the documents from whatever runs have finished
 
-The documents keep every row recorded in docs/results/benchmark.json: a run folder of the same bundle, protocol,
-size, method and seed replaces its row, and nothing else removes one, so a clean clone (no ``runs/``) adds rows to
-the record instead of starting it anew. With ``--reuse`` a recorded run is not run again.
+The documents are rewritten after every finished run and keep every row recorded in docs/results/benchmark.json: a
+run folder of the same bundle, protocol, size, method and seed replaces its row, and nothing else removes one, so a
+clean clone (no ``runs/``) adds rows to the record instead of starting it anew. With ``--reuse`` a recorded run is not
+run again.
 
 Axes: bundle (``--bundles``), protocol (``--protocols``; the bundle's ``protocols`` ladder: which factors go with the
 target in training), training size (``--sizes``), method (``--methods``, :data:`mimmx.methods.METHODS`), seed
@@ -261,11 +262,13 @@ def collect_row(out: Path) -> dict | None:
 def add_relative_times(rows: list[dict]) -> None:
     """epoch_time_vs_erm: each row's mean epoch time over the ERM run's on the same data list (same seed)."""
     erm = {
-        (r["bundle"], r["protocol"], r["n_train"], r["seed"]): r["epoch_seconds"] for r in rows if r["method"] == "erm"
+        (r["bundle"], r["protocol"], r["n_train"], r["seed"]): r.get("epoch_seconds")
+        for r in rows
+        if r["method"] == "erm"
     }
     for r in rows:
-        ref = erm.get((r["bundle"], r["protocol"], r["n_train"], r["seed"]))
-        r["epoch_time_vs_erm"] = r["epoch_seconds"] / ref if ref else None
+        ref, own = erm.get((r["bundle"], r["protocol"], r["n_train"], r["seed"])), r.get("epoch_seconds")
+        r["epoch_time_vs_erm"] = own / ref if ref and own is not None else None
 
 
 def collect_rows(work_dir: Path, protocols: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
@@ -661,6 +664,8 @@ def main() -> None:
                     f"inverted {row['test_inverted_auroc']:.3f} (± {row['test_inverted_ci_halfwidth'] or 0:.3f}), "
                     f"balanced {row['test_balanced_auroc']:.3f}, {row['epoch_seconds']:.1f} s/epoch"
                 )
+                if not args.quick:  # every finished run reaches the documents at once: a stopped benchmark loses none
+                    write_documents(args, meta, merge_rows(recorded, collect_rows(args.work_dir, protocols)))
     meta["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
     meta["planned"] = len(specs)
     if args.quick:

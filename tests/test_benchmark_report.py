@@ -167,3 +167,27 @@ def test_a_broken_record_is_refused_by_name(bench, tmp_path: Path) -> None:
     record.write_text("{not json")
     with pytest.raises(SystemExit, match="not a benchmark record"):
         bench.recorded_rows(record)
+
+
+def test_each_finished_run_reaches_the_documents_before_the_next_one_ends(bench, tmp_path, monkeypatch) -> None:
+    """A benchmark stopped (or failing) part-way keeps the rows of the runs that finished, beside the record."""
+    work, record, markdown = tmp_path / "runs", tmp_path / "benchmark.json", tmp_path / "benchmarks.md"
+    recorded = bench.collect_row(_fake_run(tmp_path / "elsewhere", "mri", "pair", "erm", 0, 0.1, 2.0))
+    record.write_text(json.dumps({"runs": [recorded]}))
+
+    def fake_run(spec, common, env, reuse):
+        if spec["method"] == "mimmx":
+            assert "erm" in markdown.read_text()  # the ERM run's row was written before this run ended
+            raise RuntimeError("mimmx failed")
+        return _fake_run(work, spec["bundle"], spec["protocol"], spec["method"], spec["seed"], 0.3, 1.0)
+
+    monkeypatch.setattr(bench, "run_one", fake_run)
+    monkeypatch.setattr(bench, "prepare_data", lambda spec, common, oracle: "datalist.json")
+    monkeypatch.setattr(bench, "smallest_group", lambda datalist: 3)
+    argv = ["benchmark.py", "--bundles", "cxr", "--protocols", "pair", "--sizes", "1600", "--methods", "mimmx"]
+    argv += ["--seeds", "1", "--jobs", "1", "--work_dir", str(work), "--json", str(record), "--markdown", str(markdown)]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit):  # one run failed: the exit status says so
+        bench.main()
+    rows = json.loads(record.read_text())["runs"]
+    assert sorted((r["bundle"], r["method"]) for r in rows) == [("cxr", "erm"), ("mri", "erm")]
