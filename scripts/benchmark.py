@@ -432,9 +432,10 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "# Benchmark: the protocol ladder",
         "",
-        f"Produced by `{meta.get('command', 'python scripts/benchmark.py')}` on {meta.get('date', '?')} "
+        f"Last written by `{meta.get('command', 'python scripts/benchmark.py')}` on {meta.get('date', '?')} "
         f"({meta.get('machine', '?')}; {meta.get('jobs', '?')} runs in parallel). {len(rows)} runs finished"
-        f"{' (partial: more were planned)' if meta.get('planned') and meta['planned'] > len(rows) else ''}. "
+        f"{' (partial: more were planned)' if meta.get('planned') and meta['planned'] > len(rows) else ''}; "
+        "the rows come from several commands, each round's listed in docs/results.md. "
         "Cells: mean ± sd over seeds (a seed redraws the splits, the initialisation and the batch order).",
         "",
         f"Splits: train as in each heading; {', '.join(f'{k} {v}' for k, v in split_sizes_of(meta).items())}. "
@@ -608,8 +609,9 @@ def main() -> None:
         cfg.read_config(str(BUNDLES[b] / "configs" / "train.yaml"))
         ladder = [dict(cfg["protocols"][p]) for p in protocols[b]] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
         cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": max(sizes)}, KEEP[b])
-    meta["cohort_sizes"] = cohort_sizes
     recorded = [] if args.quick else recorded_rows(args.json)
+    earlier = json.loads(args.json.read_text()).get("cohort_sizes", {}) if recorded else {}
+    meta["cohort_sizes"] = {**earlier, **cohort_sizes}  # the recorded rows' cohorts too
     if args.report_only:
         meta["command"] += " (documents rebuilt from the finished runs; the runs' own commands: docs/results.md)"
         rows = merge_rows(recorded, collect_rows(args.work_dir, protocols))
