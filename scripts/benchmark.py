@@ -262,13 +262,11 @@ def collect_row(out: Path) -> dict | None:
 def add_relative_times(rows: list[dict]) -> None:
     """epoch_time_vs_erm: each row's mean epoch time over the ERM run's on the same data list (same seed)."""
     erm = {
-        (r["bundle"], r["protocol"], r["n_train"], r["seed"]): r.get("epoch_seconds")
-        for r in rows
-        if r["method"] == "erm"
+        (r["bundle"], r["protocol"], r["n_train"], r["seed"]): r["epoch_seconds"] for r in rows if r["method"] == "erm"
     }
     for r in rows:
-        ref, own = erm.get((r["bundle"], r["protocol"], r["n_train"], r["seed"])), r.get("epoch_seconds")
-        r["epoch_time_vs_erm"] = own / ref if ref and own is not None else None
+        ref = erm.get((r["bundle"], r["protocol"], r["n_train"], r["seed"]))
+        r["epoch_time_vs_erm"] = r["epoch_seconds"] / ref if ref else None
 
 
 def collect_rows(work_dir: Path, protocols: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
@@ -293,12 +291,13 @@ def row_key(row: Mapping[str, Any]) -> tuple:
     return (row["bundle"], row["protocol"], row["n_train"], row["method"], row["seed"])
 
 
-def recorded_rows(path: Path) -> list[dict]:
-    """The rows an earlier benchmark.json holds: the record of runs whose folders are not on this machine."""
+def read_record(path: Path) -> dict[str, Any]:
+    """An earlier benchmark.json (``{}`` when there is none), checked: the record of runs whose folders may be gone."""
     if not path.is_file():
-        return []
+        return {}
     try:
-        rows = json.loads(path.read_text())["runs"]
+        record = json.loads(path.read_text())
+        rows = record["runs"]
     except (ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"{path}: not a benchmark record with a 'runs' list ({e}); move it away to start anew") from e
     for i, row in enumerate(rows):
@@ -306,7 +305,12 @@ def recorded_rows(path: Path) -> list[dict]:
             row_key(row)
         except (KeyError, TypeError):
             raise SystemExit(f"{path}: runs[{i}] lacks one of bundle, protocol, n_train, method, seed") from None
-    return rows
+    return record
+
+
+def recorded_rows(path: Path) -> list[dict]:
+    """The rows an earlier benchmark.json holds."""
+    return read_record(path).get("runs", [])
 
 
 def merge_rows(recorded: Sequence[Mapping[str, Any]], measured: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -318,7 +322,7 @@ def merge_rows(recorded: Sequence[Mapping[str, Any]], measured: Sequence[Mapping
     """
     fresh = {row_key(r) for r in measured}
     rows = [dict(r) for r in measured] + [dict(r) for r in recorded if row_key(r) not in fresh]
-    rows.sort(key=lambda r: (r["bundle"], r["protocol"], r["n_train"], r["method"], r["seed"]))
+    rows.sort(key=row_key)
     add_relative_times(rows)
     return rows
 
@@ -609,9 +613,9 @@ def main() -> None:
         cfg.read_config(str(BUNDLES[b] / "configs" / "train.yaml"))
         ladder = [dict(cfg["protocols"][p]) for p in protocols[b]] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
         cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": max(sizes)}, KEEP[b])
-    recorded = [] if args.quick else recorded_rows(args.json)
-    earlier = json.loads(args.json.read_text()).get("cohort_sizes", {}) if recorded else {}
-    meta["cohort_sizes"] = {**earlier, **cohort_sizes}  # the recorded rows' cohorts too
+    record = {} if args.quick else read_record(args.json)
+    recorded = record.get("runs", [])
+    meta["cohort_sizes"] = {**record.get("cohort_sizes", {}), **cohort_sizes}  # the recorded rows' cohorts too
     if args.report_only:
         meta["command"] += " (documents rebuilt from the finished runs; the runs' own commands: docs/results.md)"
         rows = merge_rows(recorded, collect_rows(args.work_dir, protocols))
@@ -632,7 +636,7 @@ def main() -> None:
             specs += [{**base, "method": m} for m in methods if m != "oracle" or protocol == protocols[b][0]]
     if args.reuse:  # a run recorded in the benchmark's JSON is finished, whether or not its folder is here
         done = {row_key(r) for r in recorded}
-        kept = [s for s in specs if row_key(s) not in done or collect_row(run_dir(args.work_dir, s)) is not None]
+        kept = [s for s in specs if row_key(s) not in done]
         if len(kept) < len(specs):
             print(f"{len(specs) - len(kept)} run(s) already recorded in {args.json}: not rerun (--reuse)")
         specs = kept
