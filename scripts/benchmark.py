@@ -495,6 +495,17 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     if meta.get("figure"):
         lines += ["", "## test_inverted AUROC against training size", "", f"![test_inverted AUROC]({meta['figure']})"]
+    if meta.get("frontier_figure"):
+        lines += [
+            "",
+            "## Decision leakage against worst group",
+            "",
+            "One point per method, mean over its seeds: the highest factor's decision leakage (the target asks <= 0.60 "
+            "for every factor, dashed) and the worst-group AUROC (the target asks above every other non-oracle method; "
+            "dotted: the best peer). MIMM-X's default is the star, its ablations and candidates the orange dots.",
+            "",
+            f"![decision leakage against worst group]({meta['frontier_figure']})",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -546,11 +557,68 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         fig.savefig(fh, format="png")
 
 
+def frontier_cells(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]:
+    """The cells where the targets ask for low leakage and a high worst group at once: ``pair``/``all``, 6400+."""
+    return {k: t for k, t in aggregate(rows).items() if k[1] in ("pair", "all") and k[2] >= 6400}
+
+
+def highest_leakage(entry: Mapping[str, Any]) -> float | None:
+    """A method's decision leakage as the target reads it: the highest factor's mean (every factor <= 0.60)."""
+    values = [v["mean"] for v in entry["decision_leakage"].values() if v["mean"] is not None]
+    return max(values) if values else None
+
+
+def plot_frontier(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Worst-group AUROC against the highest factor's decision leakage, one point per method (mean over seeds).
+
+    The two targets pull against each other (docs/results.md): a reader sees at a glance which settings reach the
+    leakage target, what they pay in worst group, and where the peers sit. False when no cell has data for it.
+    """
+    from matplotlib.figure import Figure
+
+    cells = frontier_cells(rows)
+    if not cells:
+        return False
+    fig = Figure(figsize=(4.6 * min(2, len(cells)), 4.2 * math.ceil(len(cells) / 2)), dpi=120, layout="constrained")
+    axes = fig.subplots(math.ceil(len(cells) / 2), min(2, len(cells)), squeeze=False).ravel()
+    for ax, ((bundle, protocol, n_train), table) in zip(axes, cells.items()):
+        peers = [m for m in table if m not in ("mimmx", "oracle", "erm") and not m.startswith("mimmx_")]
+        best_peer = max((table[m]["worst_group_auroc"]["mean"] or 0.0 for m in peers), default=None)
+        for method, entry in table.items():
+            x, y = highest_leakage(entry), entry["worst_group_auroc"]["mean"]
+            if x is None or y is None:
+                continue
+            if method == "mimmx":
+                style = {"marker": "*", "s": 140, "color": "C3", "zorder": 3}
+            elif method.startswith("mimmx_"):
+                style = {"marker": "o", "s": 22, "color": "C1"}
+            elif method in ("erm", "oracle"):
+                style = {"marker": "^", "s": 30, "color": "k"}
+            else:
+                style = {"marker": "s", "s": 26, "color": "C0"}
+            ax.scatter([x], [y], **style)
+            ax.annotate(method, (x, y), xytext=(3, 2), textcoords="offset points", fontsize=5.5)
+        ax.axvline(0.60, color="grey", lw=0.8, ls="--")
+        if best_peer is not None:
+            ax.axhline(best_peer, color="C0", lw=0.8, ls=":")
+        ax.set_title(f"{bundle.upper()}, protocol {protocol}, train {n_train}", fontsize=10)
+        ax.set_xlabel("decision leakage, highest factor (target <= 0.60)")
+        ax.set_ylabel("worst-group AUROC (target: above the dotted best peer)")
+    for ax in axes[len(cells) :]:
+        ax.set_visible(False)
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fig.savefig(fh, format="png")
+    return True
+
+
 def write_documents(args: argparse.Namespace, meta: dict, rows: list[dict]) -> None:
     figure = args.json.parent / "benchmark.png"
+    frontier = args.json.parent / "benchmark_frontier.png"
     if rows:
         plot(figure, rows)
         meta["figure"] = os.path.relpath(figure, args.markdown.parent)
+    if rows and plot_frontier(frontier, rows):
+        meta["frontier_figure"] = os.path.relpath(frontier, args.markdown.parent)
     atomic_write_json(args.json, {**meta, "runs": rows})
     atomic_write_text(args.markdown, markdown(meta, rows))
     print(f"wrote {args.markdown}, {args.json} ({len(rows)} runs)")

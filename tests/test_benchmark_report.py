@@ -89,6 +89,14 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     bench.plot(figure, rows)
     assert figure.stat().st_size > 1000
 
+    frontier = tmp_path / "frontier.png"
+    assert not bench.plot_frontier(frontier, rows) and not frontier.exists()  # no pair/all cell at 6400 or more
+    large = [{**r, "n_train": 6400} for r in rows]
+    assert bench.highest_leakage(bench.aggregate(large)[("cxr", "pair", 6400)]["erm"]) == pytest.approx(0.65)
+    assert bench.plot_frontier(frontier, large) and frontier.stat().st_size > 1000
+    text = bench.markdown({"frontier_figure": "results/frontier.png"}, large)
+    assert "## Decision leakage against worst group" in text and "](results/frontier.png)" in text
+
 
 def test_cohort_size_covers_the_scarcest_bucket(bench) -> None:
     sizes = bench.split_sizes(1600)
