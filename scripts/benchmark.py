@@ -429,6 +429,11 @@ def fmt(m: Mapping[str, Any], digits: int = 3) -> str:
     return f"{m['mean']:.{digits}f} ± {m['sd']:.{digits}f}" if m["n"] > 1 else f"{m['mean']:.{digits}f}"
 
 
+def partial_note(meta: Mapping[str, Any]) -> str:
+    missing = meta.get("missing") or 0
+    return f" (partial: {missing} run(s) of that command have no row yet)" if missing else ""
+
+
 def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     """docs/benchmarks.md from whatever rows exist (a partial benchmark gives partial tables)."""
     tables = aggregate(rows)
@@ -438,7 +443,7 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         "",
         f"Last written by `{meta.get('command', 'python scripts/benchmark.py')}` on {meta.get('date', '?')} "
         f"({meta.get('machine', '?')}; {meta.get('jobs', '?')} runs in parallel). {len(rows)} runs finished"
-        f"{' (partial: more were planned)' if meta.get('planned') and meta['planned'] > len(rows) else ''}; "
+        f"{partial_note(meta)}; "
         "the rows come from several commands, each round's listed in docs/results.md. "
         "Cells: mean ± sd over seeds (a seed redraws the splits, the initialisation and the batch order).",
         "",
@@ -702,6 +707,12 @@ def main() -> None:
         for protocol in protocols[b]:
             base = {"bundle": b, "protocol": protocol, "n_train": n, "seed": seed, "sizes": split}
             specs += [{**base, "method": m} for m in methods if m != "oracle" or protocol == protocols[b][0]]
+    planned = {row_key(s) for s in specs}
+
+    def write(rows: list[dict]) -> None:  # the documents say how many of this command's runs have no row yet
+        meta["missing"] = len(planned - {row_key(r) for r in rows})
+        write_documents(args, meta, rows)
+
     if args.reuse:  # a run recorded in the benchmark's JSON is finished, whether or not its folder is here
         done = {row_key(r) for r in recorded}
         kept = [s for s in specs if row_key(s) not in done]
@@ -739,9 +750,8 @@ def main() -> None:
                     f"balanced {row['test_balanced_auroc']:.3f}, {row['epoch_seconds']:.1f} s/epoch"
                 )
                 if not args.quick:  # every finished run reaches the documents at once: a stopped benchmark loses none
-                    write_documents(args, meta, merge_rows(recorded, collect_rows(args.work_dir, protocols)))
+                    write(merge_rows(recorded, collect_rows(args.work_dir, protocols)))
     meta["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
-    meta["planned"] = len(specs)
     if args.quick:
         rows = collect_rows(args.work_dir, protocols)
         print(f"\nquick measurement ({meta['wall_minutes']} min; not a test):")
@@ -752,8 +762,7 @@ def main() -> None:
                 f"  decision leakage {json.dumps({k: round(v, 3) for k, v in r['decision_leakage'].items()})}"
             )
         raise SystemExit(0)
-    rows = merge_rows(recorded, collect_rows(args.work_dir, protocols))
-    write_documents(args, meta, rows)
+    write(merge_rows(recorded, collect_rows(args.work_dir, protocols)))
     if failed:
         print(f"{len(failed)} run(s) failed:\n" + "\n".join(failed))
         raise SystemExit(1)

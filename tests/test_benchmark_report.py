@@ -77,11 +77,12 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert erm["selected_epoch"] == [1, 1] and erm["balanced_val_epoch"] == [2, 2]
     assert list(tables[("cxr", "pair", 1600)]) == ["erm", "mimmx", "oracle"]  # METHODS order
 
-    text = bench.markdown({"command": "python scripts/benchmark.py --x", "planned": 9}, rows)
+    text = bench.markdown({"command": "python scripts/benchmark.py --x", "missing": 4}, rows)
     assert "## CXR, protocol `pair`, train 1600" in text and "## CXR, protocol `single`, train 1600" in text
     assert "| erm | 2 | 0.950 ± 0.000 | 0.300 ± 0.141 |" in text
     assert "| mimmx | 1 | 0.950 | 0.500 | 0.025 |" in text
-    assert "decision sex" in text and "probe age" in text and "partial" in text
+    assert "decision sex" in text and "probe age" in text and "partial: 4 run(s)" in text
+    assert "partial" not in bench.markdown({"missing": 0}, rows)
     assert "Smallest target x factor group of the training split: 3 images" in text
     assert " | 1, 1 / 2, 2 |" in text and " | 1 / 2 |" in text  # erm (two seeds), oracle (one)
 
