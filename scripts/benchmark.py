@@ -365,6 +365,11 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]
     return tables
 
 
+def competitors(table: Mapping[str, Any]) -> dict[str, Any]:
+    """The methods MIMM-X's targets compare with: every non-oracle method except MIMM-X and its own ablations."""
+    return {m: v for m, v in table.items() if m not in ("mimmx", "oracle") and not m.startswith("mimmx_")}
+
+
 def targets(table: Mapping[str, Mapping[str, Any]], protocol: str, n_train: int) -> list[str]:
     """The method issue's targets for MIMM-X, checked on one aggregated table (mean over its seeds).
 
@@ -386,7 +391,7 @@ def targets(table: Mapping[str, Mapping[str, Any]], protocol: str, n_train: int)
     seeds = (
         f" ({mine['seeds']} seed{'s' if mine['seeds'] != 1 else ''}; the issue asks for 3)" if mine["seeds"] < 3 else ""
     )
-    others = {m: v for m, v in table.items() if m not in ("mimmx", "oracle") and not m.startswith("mimmx_")}
+    others = competitors(table)
     lines = []
     if protocol in ("pair", "all") and n_train >= 6400:
         inv, erm_inv = mean(mine, "test_inverted_auroc"), mean(erm, "test_inverted_auroc")
@@ -587,8 +592,7 @@ def plot_frontier(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
     fig = Figure(figsize=(4.6 * min(2, len(cells)), 4.2 * math.ceil(len(cells) / 2)), dpi=120, layout="constrained")
     axes = fig.subplots(math.ceil(len(cells) / 2), min(2, len(cells)), squeeze=False).ravel()
     for ax, ((bundle, protocol, n_train), table) in zip(axes, cells.items()):
-        peers = [m for m in table if m not in ("mimmx", "oracle", "erm") and not m.startswith("mimmx_")]
-        best_peer = max((table[m]["worst_group_auroc"]["mean"] or 0.0 for m in peers), default=None)
+        best_peer = max((v["worst_group_auroc"]["mean"] or 0.0 for v in competitors(table).values()), default=None)
         for method, entry in table.items():
             x, y = highest_leakage(entry), entry["worst_group_auroc"]["mean"]
             if x is None or y is None:
