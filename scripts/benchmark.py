@@ -53,7 +53,7 @@ from measurement_context import BUNDLES, ROOT, machine_summary  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mimmx.io_utils import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
-from mimmx.methods import DESCRIPTIONS, METHODS, method_overrides  # noqa: E402
+from mimmx.methods import DESCRIPTIONS, METHODS, REGIME_DESCRIPTIONS, REGIMES, method_overrides  # noqa: E402
 
 DEFAULT_PROTOCOLS = {"cxr": "single,pair,all", "mri": "pair,all"}
 # val 1000 and 1500 per test split: bootstrap 95% CI half-width of test_inverted AUROC <= ~0.03 (largest at AUROC 0.5)
@@ -108,8 +108,9 @@ def cohort_size(factor_rhos: Sequence[Mapping[str, float]], sizes: Mapping[str, 
     return int(math.ceil(need * 1.15 / 100.0) * 100)
 
 
-def bundle_command(run_id: str, bundle: Path, overrides: Mapping[str, Any]) -> list[str]:
-    configs = [bundle / "configs" / "train.yaml"]
+def bundle_command(run_id: str, bundle: Path, overrides: Mapping[str, Any], regime: str = "default") -> list[str]:
+    """One ``monai.bundle run`` command: train.yaml, the regime's files merged over it, evaluate.yaml to evaluate."""
+    configs = [bundle / "configs" / "train.yaml"] + [bundle / "configs" / name for name in REGIMES[regime]]
     if run_id == "evaluating":
         configs.append(bundle / "configs" / "evaluate.yaml")
     files = str([str(c) for c in configs]) if len(configs) > 1 else str(configs[0])
@@ -143,9 +144,16 @@ def data_overrides(spec: Mapping[str, Any], common: Mapping[str, Any], oracle: b
     return out
 
 
+def regime_of(row: Mapping[str, Any]) -> str:
+    """A run's training regime; rows recorded before regimes existed were trained as ``default``."""
+    return row.get("regime") or "default"
+
+
 def run_dir(work_dir: Path, spec: Mapping[str, Any]) -> Path:
     protocol = "any" if spec["method"] == "oracle" else spec["protocol"]  # the oracle's data ignores the protocol
-    return work_dir / spec["bundle"] / protocol / f"n{spec['n_train']}" / spec["method"] / f"seed{spec['seed']}"
+    regime = regime_of(spec)
+    method = spec["method"] if regime == "default" else f"{spec['method']}@{regime}"
+    return work_dir / spec["bundle"] / protocol / f"n{spec['n_train']}" / method / f"seed{spec['seed']}"
 
 
 def prepare_data(spec: Mapping[str, Any], common: Mapping[str, Any], oracle: bool) -> str:
@@ -193,7 +201,7 @@ def run_one(spec: Mapping[str, Any], common: Mapping[str, Any], env: Mapping[str
     steps = [("training", base)] + [("evaluating", {**base, **ev}) for ev in evaluations.values()]
     with open(out / "run.log", "w") as log:
         for run_id, overrides in steps:
-            cmd = bundle_command(run_id, BUNDLES[spec["bundle"]], overrides)
+            cmd = bundle_command(run_id, BUNDLES[spec["bundle"]], overrides, regime_of(spec))
             log.write(f"$ {shlex.join(cmd)}\n")
             log.flush()
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env), cwd=ROOT)
@@ -227,6 +235,12 @@ def first_best_epoch(history: Sequence[Mapping[str, Any]], metric: str) -> int |
     return max(scored, key=lambda h: h[metric])["epoch"] if scored else None
 
 
+def selected_value(history: Sequence[Mapping[str, Any]], metric: str, column: str) -> float | None:
+    """``column`` at the epoch a selection on ``metric`` keeps (None when nothing was scored)."""
+    epoch = first_best_epoch(history, metric)
+    return next((h.get(column) for h in history if h["epoch"] == epoch), None)
+
+
 def collect_row(out: Path) -> dict | None:
     """One benchmark row from a finished run folder (None while any of its evaluations is missing)."""
     files = {sel: out / "eval" / f"metrics_{sel}.json" for sel in SELECTIONS}
@@ -242,6 +256,7 @@ def collect_row(out: Path) -> dict | None:
         "protocol": spec["protocol"],
         "n_train": spec["n_train"],
         "method": spec["method"],
+        "regime": regime_of(spec),
         "seed": spec["seed"],
         **_aurocs(main),
         "decision_leakage": main.get("decision_leakage") or {},
@@ -256,16 +271,20 @@ def collect_row(out: Path) -> dict | None:
         # which epoch each selection kept: an early epoch under the default selection is a shortcut epoch
         "selected_epoch": first_best_epoch(history, "val_auc"),
         "balanced_val_epoch": first_best_epoch(history, "val_balanced_auc"),
+        # group-balanced val AUROC of the model the default selection kept: a validation-only yardstick
+        "val_balanced_auroc": selected_value(history, "val_auc", "val_balanced_auc"),
     }
 
 
 def add_relative_times(rows: list[dict]) -> None:
-    """epoch_time_vs_erm: each row's mean epoch time over the ERM run's on the same data list (same seed)."""
-    erm = {
-        (r["bundle"], r["protocol"], r["n_train"], r["seed"]): r["epoch_seconds"] for r in rows if r["method"] == "erm"
-    }
+    """epoch_time_vs_erm: each row's mean epoch time over the ERM run's on the same data list (same seed, regime)."""
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return r["bundle"], r["protocol"], r["n_train"], regime_of(r), r["seed"]
+
+    erm = {key(r): r["epoch_seconds"] for r in rows if r["method"] == "erm"}
     for r in rows:
-        ref = erm.get((r["bundle"], r["protocol"], r["n_train"], r["seed"]))
+        ref = erm.get(key(r))
         r["epoch_time_vs_erm"] = r["epoch_seconds"] / ref if ref else None
 
 
@@ -288,7 +307,7 @@ def collect_rows(work_dir: Path, protocols: Mapping[str, Sequence[str]] | None =
 
 
 def row_key(row: Mapping[str, Any]) -> tuple:
-    return (row["bundle"], row["protocol"], row["n_train"], row["method"], row["seed"])
+    return (row["bundle"], row["protocol"], row["n_train"], regime_of(row), row["method"], row["seed"])
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -322,6 +341,8 @@ def merge_rows(recorded: Sequence[Mapping[str, Any]], measured: Sequence[Mapping
     """
     fresh = {row_key(r) for r in measured}
     rows = [dict(r) for r in measured] + [dict(r) for r in recorded if row_key(r) not in fresh]
+    for r in rows:
+        r["regime"] = regime_of(r)
     rows.sort(key=row_key)
     add_relative_times(rows)
     return rows
@@ -339,10 +360,14 @@ def mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]:
-    """(bundle, protocol, n_train) -> method -> mean/sd over seeds of every column."""
+    """(bundle, protocol, n_train, regime) -> method -> mean/sd over seeds of every column."""
+
+    def cell(r: Mapping[str, Any]) -> tuple:
+        return r["bundle"], r["protocol"], r["n_train"], regime_of(r)
+
     tables: dict[tuple, dict[str, dict]] = {}
-    for key in sorted({(r["bundle"], r["protocol"], r["n_train"]) for r in rows}):
-        mine = [r for r in rows if (r["bundle"], r["protocol"], r["n_train"]) == key]
+    for key in sorted({cell(r) for r in rows}):
+        mine = [r for r in rows if cell(r) == key]
         methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
         methods += sorted({r["method"] for r in mine} - set(methods))
         table = {}
@@ -350,7 +375,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]
             runs = [r for r in mine if r["method"] == method]
             factors = sorted({f for r in runs for f in list(r["decision_leakage"]) + list(r["probe_leakage"])})
             entry: dict[str, Any] = {"seeds": len(runs)}
-            for col in (*AUROCS, "epoch_time_vs_erm", "test_inverted_ci_halfwidth"):
+            for col in (*AUROCS, "epoch_time_vs_erm", "test_inverted_ci_halfwidth", "val_balanced_auroc"):
                 entry[col] = mean_sd([r.get(col) for r in runs])
             for col in ("decision_leakage", "probe_leakage"):
                 entry[col] = {f: mean_sd([r[col].get(f) for r in runs]) for f in factors}
@@ -472,12 +497,16 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         "",
     ]
     lines += [f"- **{m}**: {DESCRIPTIONS.get(m, '')}" for m in methods]
-    for (bundle, protocol, n_train), table in tables.items():
+    regimes = sorted({regime_of(r) for r in rows}, key=lambda g: list(REGIMES).index(g) if g in REGIMES else 99)
+    if regimes != ["default"]:
+        lines += ["", "Training regimes (every method of a section trained the same way; `--regime`):", ""]
+        lines += [f"- **{g}**: {REGIME_DESCRIPTIONS.get(g, '')}" for g in regimes]
+    for (bundle, protocol, n_train, regime), table in tables.items():
         factors = sorted({f for v in table.values() for f in v["decision_leakage"]})
         smallest = [v["smallest_group"] for v in table.values() if v["smallest_group"] is not None]
         lines += [
             "",
-            f"## {bundle.upper()}, protocol `{protocol}`, train {n_train}",
+            f"## {bundle.upper()}, protocol `{protocol}`, train {n_train}{regime_heading(regime)}",
             "",
             f"Smallest target x factor group of the training split: {min(smallest) if smallest else 'n/a'} images "
             "(the oracle's split is balanced; group-balanced subsampling keeps this many per group).",
@@ -519,18 +548,29 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def regime_heading(regime: str) -> str:
+    return "" if regime == "default" else f", regime `{regime}`"
+
+
 def epochs_cell(epochs: Sequence[int | None] | None) -> str:
     return ", ".join("?" if e is None else str(e) for e in epochs) if epochs else "?"
+
+
+def regime_label(regime: str) -> str:
+    return "" if regime == "default" else f" [{regime}]"
 
 
 def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """test_inverted AUROC (mean ± sd) against training size: one panel per (bundle, protocol), a line per method."""
     from matplotlib.figure import Figure
 
+    # a regime's runs are lines of their own, labelled "method [regime]"
+    rows = [{**r, "method": r["method"] + regime_label(regime_of(r)), "regime": "default"} for r in rows]
     tables = aggregate(rows)
     ladder = {"single": 0, "pair": 1, "all": 2}
-    panels = sorted({(b, p) for b, p, _ in tables}, key=lambda bp: (bp[0], ladder.get(bp[1], 9), bp[1]))
+    panels = sorted({(b, p) for b, p, _, _ in tables}, key=lambda bp: (bp[0], ladder.get(bp[1], 9), bp[1]))
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    methods += sorted({r["method"] for r in rows} - set(methods))
     cols = min(3, len(panels)) or 1
     nrows = max(1, math.ceil(len(panels) / cols))
     fig = Figure(figsize=(4.6 * cols + 1.8, 3.8 * nrows), dpi=120, layout="constrained")
@@ -538,9 +578,9 @@ def plot(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     styles = {m: "--" if i >= 10 else "-" for i, m in enumerate(methods)}
     for ax, (bundle, protocol) in zip(axes, panels):
-        sizes = sorted(n for b, p, n in tables if (b, p) == (bundle, protocol))
+        sizes = sorted(n for b, p, n, _ in tables if (b, p) == (bundle, protocol))
         for method in methods:
-            pts = [(n, tables[(bundle, protocol, n)].get(method)) for n in sizes]
+            pts = [(n, tables[(bundle, protocol, n, "default")].get(method)) for n in sizes]
             pts = [(n, v["test_inverted_auroc"]) for n, v in pts if v and v["test_inverted_auroc"]["mean"] is not None]
             if pts:
                 ax.errorbar([n for n, _ in pts], [m["mean"] for _, m in pts], yerr=[m["sd"] for _, m in pts],
@@ -591,7 +631,7 @@ def plot_frontier(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
         return False
     fig = Figure(figsize=(4.6 * min(2, len(cells)), 4.2 * math.ceil(len(cells) / 2)), dpi=120, layout="constrained")
     axes = fig.subplots(math.ceil(len(cells) / 2), min(2, len(cells)), squeeze=False).ravel()
-    for ax, ((bundle, protocol, n_train), table) in zip(axes, cells.items()):
+    for ax, ((bundle, protocol, n_train, regime), table) in zip(axes, cells.items()):
         best_peer = max((v["worst_group_auroc"]["mean"] or 0.0 for v in competitors(table).values()), default=None)
         for method, entry in table.items():
             x, y = highest_leakage(entry), entry["worst_group_auroc"]["mean"]
@@ -610,7 +650,7 @@ def plot_frontier(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
         ax.axvline(0.60, color="grey", lw=0.8, ls="--")
         if best_peer is not None:
             ax.axhline(best_peer, color="C0", lw=0.8, ls=":")
-        ax.set_title(f"{bundle.upper()}, protocol {protocol}, train {n_train}", fontsize=10)
+        ax.set_title(f"{bundle.upper()}, protocol {protocol}, train {n_train}{regime_label(regime)}", fontsize=10)
         ax.set_xlabel("decision leakage, highest factor (target <= 0.60)")
         ax.set_ylabel("worst-group AUROC (target: above the dotted best peer)")
     for ax in axes[len(cells) :]:
@@ -656,6 +696,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep runs whose evaluations all exist (resume)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the documents from finished runs")
     parser.add_argument("--quick", action="store_true", help="CXR, protocol pair, train 800, 15 epochs, erm vs mimmx")
+    parser.add_argument("--regime", default="default", choices=list(REGIMES), help="training regime of every method")
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"), help="override")
     args = parser.parse_args()
 
@@ -709,7 +750,14 @@ def main() -> None:
     for b, n, seed in product(bundles, sizes, range(args.seeds)):
         split = QUICK["sizes"] if args.quick else split_sizes(n, args.val_size, args.test_size)
         for protocol in protocols[b]:
-            base = {"bundle": b, "protocol": protocol, "n_train": n, "seed": seed, "sizes": split}
+            base = {
+                "bundle": b,
+                "protocol": protocol,
+                "n_train": n,
+                "regime": args.regime,
+                "seed": seed,
+                "sizes": split,
+            }
             specs += [{**base, "method": m} for m in methods if m != "oracle" or protocol == protocols[b][0]]
     planned = {row_key(s) for s in specs}
 

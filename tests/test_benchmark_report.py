@@ -32,10 +32,15 @@ def _summary(inverted: float, leak: float) -> dict:
     }
 
 
-def _fake_run(work: Path, bundle: str, protocol: str, method: str, seed: int, inverted: float, seconds: float):
-    out = work / bundle / ("any" if method == "oracle" else protocol) / "n1600" / method / f"seed{seed}"
+def _fake_run(
+    work: Path, bundle: str, protocol: str, method: str, seed: int, inverted: float, seconds: float, regime: str = ""
+):
+    folder = f"{method}@{regime}" if regime else method
+    out = work / bundle / ("any" if method == "oracle" else protocol) / "n1600" / folder / f"seed{seed}"
     (out / "eval").mkdir(parents=True)
     spec = {"bundle": bundle, "protocol": protocol, "n_train": 1600, "method": method, "seed": seed}
+    if regime:
+        spec["regime"] = regime
     (out / "run.json").write_text(json.dumps({**spec, "smallest_group": 3 + seed}))
     for sel in ("model", "last_epoch", "balanced_val_selection"):
         value = inverted if sel == "model" else inverted - 0.1
@@ -66,16 +71,18 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert mimmx["last_epoch"]["test_inverted_auroc"] == pytest.approx(0.4)
     assert mimmx["decision_leakage"] == {"sex": 0.6, "age": 0.5} and mimmx["smallest_group"] == 3
     assert (mimmx["selected_epoch"], mimmx["balanced_val_epoch"]) == (1, 2)
+    assert mimmx["val_balanced_auroc"] == pytest.approx(0.6)  # the group-balanced val AUROC of the kept epoch
+    assert mimmx["regime"] == "default"
 
     tables = bench.aggregate(rows)
-    erm = tables[("cxr", "pair", 1600)]["erm"]
+    erm = tables[("cxr", "pair", 1600, "default")]["erm"]
     assert erm["seeds"] == 2
     assert erm["test_inverted_auroc"]["mean"] == pytest.approx(0.3)
     assert erm["test_inverted_auroc"]["sd"] == pytest.approx(0.1414, abs=1e-3)
     assert erm["decision_leakage"]["sex"]["mean"] == pytest.approx(0.65)
     assert erm["smallest_group"] == 3
     assert erm["selected_epoch"] == [1, 1] and erm["balanced_val_epoch"] == [2, 2]
-    assert list(tables[("cxr", "pair", 1600)]) == ["erm", "mimmx", "oracle"]  # METHODS order
+    assert list(tables[("cxr", "pair", 1600, "default")]) == ["erm", "mimmx", "oracle"]  # METHODS order
 
     text = bench.markdown({"command": "python scripts/benchmark.py --x", "missing": 4}, rows)
     assert "## CXR, protocol `pair`, train 1600" in text and "## CXR, protocol `single`, train 1600" in text
@@ -93,7 +100,7 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     frontier = tmp_path / "frontier.png"
     assert not bench.plot_frontier(frontier, rows) and not frontier.exists()  # no pair/all cell at 6400 or more
     large = [{**r, "n_train": 6400} for r in rows]
-    assert bench.highest_leakage(bench.aggregate(large)[("cxr", "pair", 6400)]["erm"]) == pytest.approx(0.65)
+    assert bench.highest_leakage(bench.aggregate(large)[("cxr", "pair", 6400, "default")]["erm"]) == pytest.approx(0.65)
     assert bench.plot_frontier(frontier, large) and frontier.stat().st_size > 1000
     text = bench.markdown({"frontier_figure": "results/frontier.png"}, large)
     assert "## Decision leakage against worst group" in text and "](results/frontier.png)" in text
@@ -167,6 +174,54 @@ def test_recorded_rows_are_kept_and_only_replaced_by_the_same_run(bench, tmp_pat
     assert by_key[("cxr", "mimmx", 0)]["epoch_time_vs_erm"] == pytest.approx(2.0)
     assert by_key[("cxr", "mimmx", 1)]["epoch_time_vs_erm"] is None  # no ERM run of seed 1
     assert bench.recorded_rows(tmp_path / "absent.json") == []
+
+
+def test_a_regime_is_a_section_of_its_own_with_its_own_erm_reference(bench, tmp_path: Path) -> None:
+    """Runs of another training regime never mix with the default's: own rows, own tables, own targets."""
+    work = tmp_path / "runs"
+    _fake_run(work, "cxr", "pair", "erm", 0, 0.2, 1.0)
+    _fake_run(work, "cxr", "pair", "erm", 0, 0.3, 4.0, regime="strong_aug")  # same seed, other regime: a row too
+    _fake_run(work, "cxr", "pair", "mimmx", 0, 0.6, 8.0, regime="strong_aug")
+    measured = bench.collect_rows(work)
+    erm = next(r for r in measured if r["method"] == "erm" and r["regime"] == "default")
+    old = {k: v for k, v in erm.items() if k != "regime"}  # a row recorded before regimes existed
+    recorded = [{**old, "method": "mimmx", "epoch_seconds": 2.0}]
+    rows = bench.merge_rows(recorded, measured)
+    assert sorted((r["regime"], r["method"]) for r in rows) == [
+        ("default", "erm"),
+        ("default", "mimmx"),
+        ("strong_aug", "erm"),
+        ("strong_aug", "mimmx"),
+    ]  # fmt: skip  (the recorded row, from before regimes, is a default one)
+    by_key = {(r["regime"], r["method"]): r for r in rows}
+    assert by_key[("strong_aug", "mimmx")]["epoch_time_vs_erm"] == pytest.approx(2.0)  # its own regime's ERM
+    assert by_key[("default", "mimmx")]["epoch_time_vs_erm"] == pytest.approx(2.0)
+    tables = bench.aggregate(rows)
+    assert set(tables) == {("cxr", "pair", 1600, "default"), ("cxr", "pair", 1600, "strong_aug")}
+    assert tables[("cxr", "pair", 1600, "strong_aug")]["erm"]["test_inverted_auroc"]["mean"] == pytest.approx(0.3)
+    text = bench.markdown({}, rows)
+    assert (
+        "## CXR, protocol `pair`, train 1600\n" in text
+        and "## CXR, protocol `pair`, train 1600, regime `strong_aug`" in text
+    )
+    assert "- **strong_aug**: " in text
+    figure = tmp_path / "benchmark.png"
+    bench.plot(figure, rows)  # "mimmx [strong_aug]" is a line of its own
+    assert figure.stat().st_size > 1000
+
+    spec = {"bundle": "cxr", "protocol": "pair", "n_train": 1600, "method": "erm", "seed": 2, "regime": "strong_aug"}
+    assert bench.run_dir(work, spec) == work / "cxr" / "pair" / "n1600" / "erm@strong_aug" / "seed2"
+    assert bench.run_dir(work, {**spec, "regime": "default"}).parent.name == "erm"
+    configs = bench.BUNDLES["cxr"] / "configs"
+
+    def config_files(run_id: str, regime: str) -> str:
+        cmd = bench.bundle_command(run_id, bench.BUNDLES["cxr"], {}, regime)
+        return cmd[cmd.index("--config_file") + 1]
+
+    assert config_files("training", "default") == str(configs / "train.yaml")
+    merged = [str(configs / name) for name in ("train.yaml", "strong_augmentation.yaml")]
+    assert config_files("training", "strong_aug") == str(merged)
+    assert config_files("evaluating", "strong_aug") == str([*merged, str(configs / "evaluate.yaml")])
 
 
 def test_a_broken_record_is_refused_by_name(bench, tmp_path: Path) -> None:

@@ -53,6 +53,12 @@ ALLOWED: dict[str, dict[str, str]] = {
         "dataloader#batch_size": "3D volumes take smaller batches",
     },
     "multi_gpu_train": {},
+    "strong_augmentation": {
+        "shift_pixels": "the shift in pixels of a 64x64 radiograph vs voxels of a 32^3 volume",
+        "shift_voxels": "the shift in pixels of a 64x64 radiograph vs voxels of a 32^3 volume",
+        "erase_size": "a 16x16 patch vs an 8^3 block",
+        "strong_augmentation_transforms": "the image size each crop returns to (image_size vs spatial_size)",
+    },
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["METHODS", "DESCRIPTIONS", "method_overrides", "method_arguments"]
+__all__ = ["METHODS", "DESCRIPTIONS", "REGIMES", "REGIME_DESCRIPTIONS", "method_overrides", "method_arguments"]
 
 # the task term alone: plain empirical risk minimisation with the same network, data and budget
 ERM = "$[@loss#head_ce]"
@@ -162,6 +162,16 @@ DESCRIPTIONS.update(
 # it was measured, unless its own entry says otherwise
 AVERAGED = ("mimmx", "mimmx_decision_mi_avg", "mimmx_fast_ramp")  # these take train.yaml's average_epochs
 METHODS.update({name: {"average_epochs": 0, **setting} for name, setting in METHODS.items() if name not in AVERAGED})
+
+
+# Training regimes: bundle config files merged over train.yaml for every method alike, so a change of the shared
+# recipe (e.g. augmentation against memorisation) never favours one method; the benchmark's --regime
+REGIMES: dict[str, tuple[str, ...]] = {"default": (), "strong_aug": ("strong_augmentation.yaml",)}
+REGIME_DESCRIPTIONS: dict[str, str] = {
+    "default": "train.yaml as it is: light intensity augmentation",
+    "strong_aug": "configs/strong_augmentation.yaml merged: random shift (4 px CXR, 2 voxels MRI) and random "
+    "erasing of one patch on half the images, before the light intensity augmentation",
+}
 
 
 def method_overrides(name: str) -> dict[str, Any]:
