@@ -525,6 +525,7 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
         checks = targets(table, protocol, n_train)
         if checks:
             lines += ["", "MIMM-X's targets:", ""] + [f"- {c}" for c in checks]
+        lines += regime_comparison(table, tables.get((bundle, protocol, n_train, "default"), {}), regime)
         head = ["method"] + [f"{sel} {a.replace('_auroc', '')}" for sel in ("last", "bal-val") for a in AUROCS]
         head += ["selected epochs (default / bal-val, per seed)"]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -546,6 +547,32 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
             f"![decision leakage against worst group]({meta['frontier_figure']})",
         ]
     return "\n".join(lines) + "\n"
+
+
+def regime_comparison(table: Mapping[str, Any], default: Mapping[str, Any], regime: str) -> list[str]:
+    """A regime's section: each method beside its own default-regime runs of the same cell (default -> regime)."""
+    shared = [m for m in table if m in default]
+    if regime == "default" or not shared:
+        return []
+
+    def pair(before: Mapping[str, Any], after: Mapping[str, Any], col: str) -> str:
+        return f"{fmt(before[col])} -> {fmt(after[col])}"
+
+    def leak(entry: Mapping[str, Any]) -> str:
+        value = highest_leakage(entry)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    head = ["method", "seeds (default / regime)", "test_inverted", "test_balanced", "worst group"]
+    head += ["highest decision leakage"]
+    lines = ["", f"Each method under the default regime -> under `{regime}` (same cohort, splits and seeds):", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in shared:
+        before, after = default[m], table[m]
+        cells = [m, f"{before['seeds']} / {after['seeds']}"]
+        cells += [pair(before, after, c) for c in ("test_inverted_auroc", "test_balanced_auroc", "worst_group_auroc")]
+        cells.append(f"{leak(before)} -> {leak(after)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def regime_heading(regime: str) -> str:

@@ -185,7 +185,7 @@ def test_a_regime_is_a_section_of_its_own_with_its_own_erm_reference(bench, tmp_
     measured = bench.collect_rows(work)
     erm = next(r for r in measured if r["method"] == "erm" and r["regime"] == "default")
     old = {k: v for k, v in erm.items() if k != "regime"}  # a row recorded before regimes existed
-    recorded = [{**old, "method": "mimmx", "epoch_seconds": 2.0}]
+    recorded = [{**old, "method": "mimmx", "epoch_seconds": 2.0, "test_inverted_auroc": 0.5}]
     rows = bench.merge_rows(recorded, measured)
     assert sorted((r["regime"], r["method"]) for r in rows) == [
         ("default", "erm"),
@@ -205,6 +205,7 @@ def test_a_regime_is_a_section_of_its_own_with_its_own_erm_reference(bench, tmp_
         and "## CXR, protocol `pair`, train 1600, regime `strong_aug`" in text
     )
     assert "- **strong_aug**: " in text
+    assert "| mimmx | 1 / 1 | 0.500 -> 0.600 |" in text  # beside its own default-regime run
     figure = tmp_path / "benchmark.png"
     bench.plot(figure, rows)  # "mimmx [strong_aug]" is a line of its own
     assert figure.stat().st_size > 1000
