@@ -56,6 +56,7 @@ from mimmx.io_utils import atomic_path, atomic_write_json, atomic_write_text  # 
 from mimmx.methods import DESCRIPTIONS, METHODS, REGIME_DESCRIPTIONS, REGIMES, method_overrides  # noqa: E402
 
 DEFAULT_PROTOCOLS = {"cxr": "single,pair,all", "mri": "pair,all"}
+DEFAULT_SIZES = (1600, 6400)
 # val 1000 and 1500 per test split: bootstrap 95% CI half-width of test_inverted AUROC <= ~0.03 (largest at AUROC 0.5)
 EVAL_SIZES = {"val": 1000, "test_id": 1500, "test_inverted": 1500, "test_balanced": 1500}
 COHORT_KEY = {"cxr": "num_patients", "mri": "num_subjects"}
@@ -711,7 +712,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", default="cxr,mri")
     parser.add_argument("--protocols", default=None, help="default: cxr single,pair,all; mri pair,all")
-    parser.add_argument("--sizes", default="1600,6400", help="training-split sizes")
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="training-split sizes")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--val_size", type=int, default=EVAL_SIZES["val"])
@@ -749,15 +750,19 @@ def main() -> None:
     meta.update({"jobs": args.jobs, "seeds": args.seeds, "methods": methods})
     meta["split_sizes"] = QUICK["sizes"] if args.quick else split_sizes(0, args.val_size, args.test_size)
 
-    eval_sizes = QUICK["sizes"] if args.quick else split_sizes(max(sizes), args.val_size, args.test_size)
+    # the cohort must not depend on which protocols and sizes one command asks for: sized for the bundle's whole
+    # ladder and the default sizes, every command draws its splits from the same generated images
+    largest = max(sizes) if args.quick else max(*sizes, *DEFAULT_SIZES)
+    eval_sizes = QUICK["sizes"] if args.quick else split_sizes(largest, args.val_size, args.test_size)
     cohort_sizes = {}
     for b in bundles:
         from monai.bundle import ConfigParser
 
         cfg = ConfigParser()
         cfg.read_config(str(BUNDLES[b] / "configs" / "train.yaml"))
-        ladder = [dict(cfg["protocols"][p]) for p in protocols[b]] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
-        cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": max(sizes)}, KEEP[b])
+        names = protocols[b] if args.quick else list(cfg["protocols"])
+        ladder = [dict(cfg["protocols"][p]) for p in names] + [dict.fromkeys(cfg["protocols"]["all"], 0.5)]
+        cohort_sizes[b] = cohort_size(ladder, {**eval_sizes, "train": largest}, KEEP[b])
     record = {} if args.quick else read_record(args.json)
     recorded = record.get("runs", [])
     meta["cohort_sizes"] = {**record.get("cohort_sizes", {}), **cohort_sizes}  # the recorded rows' cohorts too

@@ -90,6 +90,31 @@ def test_ramp_scales_the_penalty_linearly_after_the_warmup():
         ConditionalFactorMI(4, FACTORS, ramp_epochs=-1)
 
 
+def test_the_penalty_waits_for_an_epoch_in_which_the_causal_head_learnt_something():
+    g = torch.Generator().manual_seed(3)
+    term = ConditionalFactorMI(4, FACTORS, queue_size=256, weight=2.0, warmup_epochs=1, ramp_epochs=4,
+                               start_below_chance=0.9)  # fmt: skip
+    y, z = _cohort(64, 0.9, g)
+    causal = torch.randn(64, 4, generator=g, requires_grad=True)
+    chance = torch.zeros(64, 2)  # CE ln 2
+    learnt = torch.nn.functional.one_hot(y, 2).float() * 4.0  # CE about 0.02
+    for epoch, logits in ((1, chance), (2, chance), (3, learnt)):
+        for _ in range(2):
+            loss, _ = term(_context(causal, y, z, epoch=epoch, logits=logits))
+            assert float(loss) == 0.0 and term.weight_at(epoch) == 0.0  # epochs 1-3: nothing learnt before
+    restored = ConditionalFactorMI(4, FACTORS, queue_size=256, weight=2.0, warmup_epochs=1, ramp_epochs=4,
+                                   start_below_chance=0.9)  # fmt: skip
+    restored.load_state_dict(term.state_dict())  # a resume keeps the epoch in progress
+    for t in (term, restored):
+        loss, _ = t(_context(causal, y, z, epoch=4, logits=chance))
+        assert t.learnt_by_epoch == 3  # epoch 3's mean CE was below 0.9 ln 2
+        assert [t.weight_at(e) for e in (3, 4, 5, 8)] == [0.0, 0.5, 1.0, 2.0]
+        assert float(loss) > 0.0
+    with pytest.raises(ConfigError, match="start_below_chance"):
+        ConditionalFactorMI(4, FACTORS, start_below_chance=1.0)
+    assert ConditionalFactorMI(4, FACTORS, warmup_epochs=1).weight_at(2) == 1.0  # off by default: fixed schedule
+
+
 def test_critic_update_fills_the_queue_and_trains_only_the_critics():
     g = torch.Generator().manual_seed(2)
     term = ConditionalFactorMI(4, FACTORS, queue_size=100)

@@ -78,6 +78,10 @@ class ConditionalFactorMI(LossTerm):
             by default, since that scale fades once the training images are fitted (kept for the ablation).
         held_out_only: critics train, and the penalty is estimated, on the rows held out from the task loss only
             (``held_out_fraction`` in the bundle, :mod:`mimmx.held_out`): the fitted images hide the dependence.
+        start_below_chance: above 0, the warm-up also lasts until an epoch ends in which the causal head's mean
+            cross-entropy was below this fraction of chance (ln ``num_classes``); the ramp starts after it. A
+            penalty on a partition that has learnt nothing yet can only flatten it, and when the cue is slow to
+            learn (strong augmentation) a fixed warm-up ends too early.
     """
 
     name = "factor_mi"
@@ -98,6 +102,7 @@ class ConditionalFactorMI(LossTerm):
         ramp_epochs: int = 0,
         adaptive_scale: bool = False,
         held_out_only: bool = False,
+        start_below_chance: float = 0.0,
     ) -> None:
         super().__init__()
         checked = (
@@ -106,6 +111,7 @@ class ConditionalFactorMI(LossTerm):
             ("critic_steps", critic_steps),
             ("warmup_epochs", warmup_epochs),
             ("ramp_epochs", ramp_epochs),
+            ("start_below_chance", start_below_chance),
         )
         for key, value in checked:
             if value < 0:
@@ -119,6 +125,12 @@ class ConditionalFactorMI(LossTerm):
         self.ramp_epochs = int(ramp_epochs)
         self.adaptive_scale = as_bool(adaptive_scale, "loss#factor_mi#adaptive_scale")
         self.held_out_only = as_bool(held_out_only, f"loss#{self.name}#held_out_only")
+        if start_below_chance >= 1:
+            raise ConfigError(f"loss#{self.name}#start_below_chance must be below 1, got {start_below_chance}.")
+        self.start_below_chance = float(start_below_chance)
+        # the causal CE of the epoch in progress (sum, rows, epoch) and the epoch after which the ramp may start
+        self._ce = [0.0, 0, 0]
+        self.learnt_by_epoch: int | None = None
         self.critics = nn.ModuleDict(
             {
                 f.name: nn.Sequential(
@@ -193,7 +205,21 @@ class ConditionalFactorMI(LossTerm):
             out[f.name] = (kl * balanced_weights(labels[CAUSAL], labels[f.name], f.num_classes)).sum()
         return out
 
+    def track_causal_ce(self, ctx: StepContext) -> None:
+        """Close the previous epoch's mean causal CE when a new epoch starts, then add this batch's."""
+        if not self.start_below_chance or self.learnt_by_epoch is not None or CAUSAL not in ctx.logits:
+            return
+        total, rows, epoch = self._ce
+        if ctx.epoch != epoch:
+            if rows and total / rows < self.start_below_chance * math.log(self.num_classes):
+                self.learnt_by_epoch = epoch
+                return
+            total, rows = 0.0, 0
+        ce = F.cross_entropy(ctx.logits[CAUSAL].detach(), ctx.labels[CAUSAL].view(-1).long(), reduction="sum")
+        self._ce = [total + float(ce), rows + int(ctx.labels[CAUSAL].numel()), ctx.epoch]
+
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        self.track_causal_ce(ctx)
         source, labels = self.read(ctx)
         if source.shape[0] == 0:  # no held-out row in this batch: nothing to estimate on
             return source.sum() * 0.0, {}
@@ -214,13 +240,24 @@ class ConditionalFactorMI(LossTerm):
 
     def weight_at(self, epoch: int) -> float:
         """The penalty's weight in ``epoch`` (1-based): 0 during the warm-up, then the linear ramp, then ``weight``."""
-        return scheduled_weight(self.weight, epoch, self.warmup_epochs, self.ramp_epochs)
+        warmup = self.warmup_epochs
+        if self.start_below_chance:
+            if self.learnt_by_epoch is None:
+                return 0.0
+            warmup = max(warmup, self.learnt_by_epoch)
+        return scheduled_weight(self.weight, epoch, warmup, self.ramp_epochs)
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"optimizer": optimizer_state(self.optimizer)}
+        return {
+            "optimizer": optimizer_state(self.optimizer),
+            "causal_ce": list(self._ce),
+            "learnt": self.learnt_by_epoch,
+        }
 
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         load_optimizer_state(self.optimizer, state.get("optimizer"))
+        self._ce = list(state.get("causal_ce", [0.0, 0, 0]))
+        self.learnt_by_epoch = state.get("learnt")
 
 
 class ConditionalDecisionMI(ConditionalFactorMI):
