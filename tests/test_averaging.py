@@ -64,4 +64,11 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
     config = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "train.yaml"))
     assert config["average_epochs"] > 0 and "average_epochs" not in method_overrides("mimmx")
     averaged = {name for name in METHODS if method_overrides(name).get("average_epochs", config["average_epochs"]) > 0}
-    assert averaged == {"mimmx", "mimmx_decision_mi_avg", "mimmx_fast_ramp", "mimmx_held_out_avg", "erm_avg"}
+    assert averaged == {
+        "mimmx",
+        "mimmx_decision_mi_avg",
+        "mimmx_fast_ramp",
+        "mimmx_learn_first",
+        "mimmx_held_out_avg",
+        "erm_avg",
+    }
