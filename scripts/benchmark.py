@@ -150,6 +150,11 @@ def regime_of(row: Mapping[str, Any]) -> str:
     return row.get("regime") or "default"
 
 
+def cell_key(row: Mapping[str, Any]) -> tuple:
+    """The table cell of a run or row: runs in one cell share data and training recipe and differ in method and seed."""
+    return row["bundle"], row["protocol"], row["n_train"], regime_of(row)
+
+
 def run_dir(work_dir: Path, spec: Mapping[str, Any]) -> Path:
     protocol = "any" if spec["method"] == "oracle" else spec["protocol"]  # the oracle's data ignores the protocol
     regime = regime_of(spec)
@@ -279,13 +284,9 @@ def collect_row(out: Path) -> dict | None:
 
 def add_relative_times(rows: list[dict]) -> None:
     """epoch_time_vs_erm: each row's mean epoch time over the ERM run's on the same data list (same seed, regime)."""
-
-    def key(r: Mapping[str, Any]) -> tuple:
-        return r["bundle"], r["protocol"], r["n_train"], regime_of(r), r["seed"]
-
-    erm = {key(r): r["epoch_seconds"] for r in rows if r["method"] == "erm"}
+    erm = {(*cell_key(r), r["seed"]): r["epoch_seconds"] for r in rows if r["method"] == "erm"}
     for r in rows:
-        ref = erm.get(key(r))
+        ref = erm.get((*cell_key(r), r["seed"]))
         r["epoch_time_vs_erm"] = r["epoch_seconds"] / ref if ref else None
 
 
@@ -308,7 +309,7 @@ def collect_rows(work_dir: Path, protocols: Mapping[str, Sequence[str]] | None =
 
 
 def row_key(row: Mapping[str, Any]) -> tuple:
-    return (row["bundle"], row["protocol"], row["n_train"], regime_of(row), row["method"], row["seed"])
+    return (*cell_key(row), row["method"], row["seed"])
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -362,13 +363,9 @@ def mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, dict]]:
     """(bundle, protocol, n_train, regime) -> method -> mean/sd over seeds of every column."""
-
-    def cell(r: Mapping[str, Any]) -> tuple:
-        return r["bundle"], r["protocol"], r["n_train"], regime_of(r)
-
     tables: dict[tuple, dict[str, dict]] = {}
-    for key in sorted({cell(r) for r in rows}):
-        mine = [r for r in rows if cell(r) == key]
+    for key in sorted({cell_key(r) for r in rows}):
+        mine = [r for r in rows if cell_key(r) == key]
         methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
         methods += sorted({r["method"] for r in mine} - set(methods))
         table = {}

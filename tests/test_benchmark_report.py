@@ -192,7 +192,7 @@ def test_a_regime_is_a_section_of_its_own_with_its_own_erm_reference(bench, tmp_
         ("default", "mimmx"),
         ("strong_aug", "erm"),
         ("strong_aug", "mimmx"),
-    ]  # fmt: skip  (the recorded row, from before regimes, is a default one)
+    ]  # the recorded row, from before regimes, is a default one
     by_key = {(r["regime"], r["method"]): r for r in rows}
     assert by_key[("strong_aug", "mimmx")]["epoch_time_vs_erm"] == pytest.approx(2.0)  # its own regime's ERM
     assert by_key[("default", "mimmx")]["epoch_time_vs_erm"] == pytest.approx(2.0)
