@@ -247,6 +247,11 @@ def selected_value(history: Sequence[Mapping[str, Any]], metric: str, column: st
     return next((h.get(column) for h in history if h["epoch"] == epoch), None)
 
 
+def penalty_start_epoch(history: Sequence[Mapping[str, Any]], term: str = "factor_mi") -> int | None:
+    """The first epoch in which ``term``'s logged weight was above 0 (None: not logged, or it never started)."""
+    return next((h["epoch"] for h in history if (h.get(f"weight_{term}") or 0) > 0), None)
+
+
 def collect_row(out: Path) -> dict | None:
     """One benchmark row from a finished run folder (None while any of its evaluations is missing)."""
     files = {sel: out / "eval" / f"metrics_{sel}.json" for sel in SELECTIONS}
@@ -279,6 +284,8 @@ def collect_row(out: Path) -> dict | None:
         "balanced_val_epoch": first_best_epoch(history, "val_balanced_auc"),
         # group-balanced val AUROC of the model the default selection kept: a validation-only yardstick
         "val_balanced_auroc": selected_value(history, "val_auc", "val_balanced_auc"),
+        # where the MI penalty's ramp began (MIMM-X settings whose start waits for the causal head)
+        "penalty_start_epoch": penalty_start_epoch(history),
     }
 
 

@@ -3,6 +3,8 @@ within-class dependence, the queue, the balanced view, and the weights' group to
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,27 @@ def test_the_penalty_waits_for_an_epoch_in_which_the_causal_head_learnt_somethin
     with pytest.raises(ConfigError, match="start_below_chance"):
         ConditionalFactorMI(4, FACTORS, start_below_chance=1.0)
     assert ConditionalFactorMI(4, FACTORS, warmup_epochs=1).weight_at(2) == 1.0  # off by default: fixed schedule
+
+
+def test_the_group_balanced_start_is_not_fooled_by_a_shortcut_head():
+    g = torch.Generator().manual_seed(4)
+    y, z = _cohort(64, 0.9, g)
+    causal = torch.randn(64, 4, generator=g)
+    shortcut = torch.nn.functional.one_hot(z, 2).float() * 4.0  # right where the factor agrees with the target
+    terms = {ce: ConditionalFactorMI(4, FACTORS, queue_size=0, warmup_epochs=1, start_below_chance=0.9, start_ce=ce)
+             for ce in ("plain", "group_balanced")}  # fmt: skip
+    for epoch in (1, 2, 3):
+        for term in terms.values():
+            _, stats = term(_context(causal, y, z, epoch=epoch, logits=shortcut))
+            assert stats["weight_factor_mi"] == term.weight_at(epoch)
+    assert terms["plain"].learnt_by_epoch == 1  # the plain CE fell below 0.9 ln 2 through the factor
+    assert terms["group_balanced"].learnt_by_epoch is None  # the disagreeing groups are still wrong
+    assert terms["group_balanced"].epoch_causal_ce() > math.log(2)
+    restored = ConditionalFactorMI(4, FACTORS, queue_size=0, start_below_chance=0.9, start_ce="group_balanced")
+    restored.load_state_dict(terms["group_balanced"].state_dict())  # a resume keeps the per-group sums
+    assert restored.epoch_causal_ce() == pytest.approx(terms["group_balanced"].epoch_causal_ce())
+    with pytest.raises(ConfigError, match="start_ce"):
+        ConditionalFactorMI(4, FACTORS, start_ce="balanced")
 
 
 def test_critic_update_fills_the_queue_and_trains_only_the_critics():

@@ -97,6 +97,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # the default whose warm-up lasts until the causal head has learnt something (an epoch's mean causal CE below 0.9
     # of chance): under strong augmentation the cue is learnt later than the fixed 1-epoch warm-up assumes
     "mimmx_learn_first": {"loss#factor_mi#start_below_chance": 0.9},
+    # the same wait, read from the group-balanced causal CE: with several factors the plain CE falls below the mark
+    # through the shortcut while the head is still at chance where factor and target disagree
+    "mimmx_balanced_start": {"loss#factor_mi#start_below_chance": 0.9, "loss#factor_mi#start_ce": "group_balanced"},
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -133,6 +136,7 @@ DESCRIPTIONS: dict[str, str] = {
     "erm_avg": "ERM with its weights averaged over about 3 epochs (EMA), the control for the averaging alone",
     "mimmx_fast_ramp": "MIMM-X with its weight 3 reached by epoch 5 (a 4-epoch ramp, as mimmx_w3) instead of epoch 13",
     "mimmx_learn_first": "MIMM-X whose penalty waits for an epoch with the causal CE below 0.9 of chance, then ramps",
+    "mimmx_balanced_start": "mimmx_learn_first reading the group-balanced causal CE (mean over target x factor groups)",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
@@ -169,6 +173,7 @@ AVERAGED = (
     "mimmx_decision_mi_avg",
     "mimmx_fast_ramp",
     "mimmx_learn_first",
+    "mimmx_balanced_start",
 )  # these take train.yaml's average_epochs
 METHODS.update({name: {"average_epochs": 0, **setting} for name, setting in METHODS.items() if name not in AVERAGED})
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mimmx.baselines import group_index, num_groups
 from mimmx.config import as_bool
 from mimmx.errors import ConfigError
 from mimmx.factors import FactorSpec, parse_factors
@@ -42,10 +43,12 @@ from mimmx.losses.base import (
     with_target,
 )
 from mimmx.losses.queue import FeatureQueue
-from mimmx.names import CAUSAL, CRITIC_LOSS, MI_PREFIX, MI_SCALE, PAIR_SEP, pair_name
+from mimmx.names import CAUSAL, CRITIC_LOSS, MI_PREFIX, MI_SCALE, PAIR_SEP, WEIGHT_PREFIX, pair_name
 from mimmx.objective import adaptive_mi_scale
 
-__all__ = ["ConditionalFactorMI", "ConditionalDecisionMI", "balanced_weights"]
+__all__ = ["ConditionalFactorMI", "ConditionalDecisionMI", "balanced_weights", "START_CES"]
+
+START_CES = ("plain", "group_balanced")  # the causal CEs that start_below_chance can read
 
 
 def balanced_weights(target: Tensor, factor: Tensor, num_factor_classes: int) -> Tensor:
@@ -82,6 +85,12 @@ class ConditionalFactorMI(LossTerm):
             cross-entropy was below this fraction of chance (ln ``num_classes``); the ramp starts after it. A
             penalty on a partition that has learnt nothing yet can only flatten it, and when the cue is slow to
             learn (strong augmentation) a fixed warm-up ends too early.
+        start_ce: which causal CE ``start_below_chance`` reads: ``"plain"``, the mean over the epoch's rows, or
+            ``"group_balanced"``, the mean over target x factor groups of each group's mean over the epoch. The plain
+            CE falls below the mark through a shortcut once several factors explain the target, while the head is
+            still at chance on the groups where factor and target disagree.
+
+    The weight in force is logged as ``weight_factor_mi`` (its first epoch above 0 is where the ramp started).
     """
 
     name = "factor_mi"
@@ -103,6 +112,7 @@ class ConditionalFactorMI(LossTerm):
         adaptive_scale: bool = False,
         held_out_only: bool = False,
         start_below_chance: float = 0.0,
+        start_ce: str = "plain",
     ) -> None:
         super().__init__()
         checked = (
@@ -128,8 +138,15 @@ class ConditionalFactorMI(LossTerm):
         if start_below_chance >= 1:
             raise ConfigError(f"loss#{self.name}#start_below_chance must be below 1, got {start_below_chance}.")
         self.start_below_chance = float(start_below_chance)
-        # the causal CE of the epoch in progress (sum, rows, epoch) and the epoch after which the ramp may start
-        self._ce = [0.0, 0, 0]
+        if start_ce not in START_CES:
+            raise ConfigError(f"loss#{self.name}#start_ce must be one of {START_CES}, got {start_ce!r}.")
+        self.start_ce = start_ce
+        # the causal CE of the epoch in progress (per-group sums and rows, one group for "plain") and the epoch after
+        # which the ramp may start
+        groups = num_groups(self.num_classes, self.factors) if start_ce == "group_balanced" else 1
+        self._ce_epoch = 0
+        self._ce_sums = [0.0] * groups
+        self._ce_rows = [0] * groups
         self.learnt_by_epoch: int | None = None
         self.critics = nn.ModuleDict(
             {
@@ -205,18 +222,34 @@ class ConditionalFactorMI(LossTerm):
             out[f.name] = (kl * balanced_weights(labels[CAUSAL], labels[f.name], f.num_classes)).sum()
         return out
 
+    def epoch_causal_ce(self) -> float | None:
+        """The tracked causal CE of the epoch in progress: the mean over its groups that had rows (None: no rows)."""
+        means = [total / rows for total, rows in zip(self._ce_sums, self._ce_rows, strict=True) if rows]
+        return sum(means) / len(means) if means else None
+
     def track_causal_ce(self, ctx: StepContext) -> None:
-        """Close the previous epoch's mean causal CE when a new epoch starts, then add this batch's."""
+        """Close the previous epoch's causal CE when a new epoch starts, then add this batch's."""
         if not self.start_below_chance or self.learnt_by_epoch is not None or CAUSAL not in ctx.logits:
             return
-        total, rows, epoch = self._ce
-        if ctx.epoch != epoch:
-            if rows and total / rows < self.start_below_chance * math.log(self.num_classes):
-                self.learnt_by_epoch = epoch
+        if ctx.epoch != self._ce_epoch:
+            ce = self.epoch_causal_ce()
+            if ce is not None and ce < self.start_below_chance * math.log(self.num_classes):
+                self.learnt_by_epoch = self._ce_epoch
                 return
-            total, rows = 0.0, 0
-        ce = F.cross_entropy(ctx.logits[CAUSAL].detach(), ctx.labels[CAUSAL].view(-1).long(), reduction="sum")
-        self._ce = [total + float(ce), rows + int(ctx.labels[CAUSAL].numel()), ctx.epoch]
+            self._ce_epoch = ctx.epoch
+            self._ce_sums = [0.0] * len(self._ce_sums)
+            self._ce_rows = [0] * len(self._ce_rows)
+        target = ctx.labels[CAUSAL].view(-1).long()
+        ce = F.cross_entropy(ctx.logits[CAUSAL].detach(), target, reduction="none")
+        if len(self._ce_sums) == 1:
+            groups = torch.zeros_like(target)
+        else:
+            groups = group_index(target, [ctx.labels[f.name].view(-1).long() for f in self.factors], self.factors)
+        size = len(self._ce_sums)
+        sums = torch.bincount(groups, weights=ce.double(), minlength=size).tolist()
+        rows = torch.bincount(groups, minlength=size).tolist()
+        self._ce_sums = [a + b for a, b in zip(self._ce_sums, sums, strict=True)]
+        self._ce_rows = [a + b for a, b in zip(self._ce_rows, rows, strict=True)]
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         self.track_causal_ce(ctx)
@@ -230,6 +263,7 @@ class ConditionalFactorMI(LossTerm):
             for name, v in values.items()
         }
         weight = self.weight_at(ctx.epoch)
+        stats[WEIGHT_PREFIX + self.name] = weight
         if weight == 0.0:
             return total.detach() * 0.0, stats
         if self.adaptive_scale and ctx.task_loss is not None:
@@ -250,13 +284,15 @@ class ConditionalFactorMI(LossTerm):
     def get_extra_state(self) -> dict[str, Any]:
         return {
             "optimizer": optimizer_state(self.optimizer),
-            "causal_ce": list(self._ce),
+            "causal_ce": {"epoch": self._ce_epoch, "sums": list(self._ce_sums), "rows": list(self._ce_rows)},
             "learnt": self.learnt_by_epoch,
         }
 
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         load_optimizer_state(self.optimizer, state.get("optimizer"))
-        self._ce = list(state.get("causal_ce", [0.0, 0, 0]))
+        ce = state.get("causal_ce")
+        if isinstance(ce, Mapping) and len(ce["sums"]) == len(self._ce_sums):
+            self._ce_epoch, self._ce_sums, self._ce_rows = int(ce["epoch"]), list(ce["sums"]), list(ce["rows"])
         self.learnt_by_epoch = state.get("learnt")
 
 
