@@ -291,6 +291,8 @@ class ConditionalFactorMI(LossTerm):
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         load_optimizer_state(self.optimizer, state.get("optimizer"))
         ce = state.get("causal_ce")
+        if isinstance(ce, Sequence) and len(ce) == 3 and len(self._ce_sums) == 1:  # before start_ce: [sum, rows, epoch]
+            ce = {"sums": [ce[0]], "rows": [ce[1]], "epoch": ce[2]}
         if isinstance(ce, Mapping) and len(ce["sums"]) == len(self._ce_sums):
             self._ce_epoch, self._ce_sums, self._ce_rows = int(ce["epoch"]), list(ce["sums"]), list(ce["rows"])
         self.learnt_by_epoch = state.get("learnt")
