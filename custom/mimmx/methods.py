@@ -91,6 +91,8 @@ METHODS: dict[str, dict[str, Any]] = {
     # the default (averaged) plus the decision term, which lost its rule to an unstable early epoch before averaging
     "mimmx_decision_mi_avg": {"loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]"},
     "erm_avg": {"loss_terms": ERM, "average_epochs": 3},
+    # MIMM-X without its MI term but with its weight average: what the penalty adds once both share the averaging
+    "balanced_ce_avg": {"loss_terms": "$[@loss#head_ce_balanced]", "average_epochs": 3},
     # the default's weight 3 reached by epoch 5 (mimmx_w3's 4-epoch ramp) with averaged weights: the full penalty acts
     # for 16 of 20 epochs; mimmx_w3 lost its rule to one oscillating seed, which the average is there to smooth
     "mimmx_fast_ramp": {"loss#factor_mi#ramp_epochs": 4},
@@ -134,6 +136,7 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_decision_mi_avg": "mimmx_decision_mi with averaged weights: MIMM-X's default plus the decision term",
     "mimmx_no_avg": "ablation of MIMM-X without its weight average: the last step's weights validated and saved",
     "erm_avg": "ERM with its weights averaged over about 3 epochs (EMA), the control for the averaging alone",
+    "balanced_ce_avg": "balanced_ce with MIMM-X's weight average: the ablation of the MI term alone",
     "mimmx_fast_ramp": "MIMM-X with its weight 3 reached by epoch 5 (a 4-epoch ramp, as mimmx_w3) instead of epoch 13",
     "mimmx_learn_first": "MIMM-X whose penalty waits for an epoch with the causal CE below 0.9 of chance, then ramps",
     "mimmx_balanced_start": "mimmx_learn_first reading the group-balanced causal CE (mean over target x factor groups)",
