@@ -102,6 +102,14 @@ METHODS: dict[str, dict[str, Any]] = {
     # the same wait, read from the group-balanced causal CE: with several factors the plain CE falls below the mark
     # through the shortcut while the head is still at chance where factor and target disagree
     "mimmx_balanced_start": {"loss#factor_mi#start_below_chance": 0.9, "loss#factor_mi#start_ce": "group_balanced"},
+    # the conditional MI read from the causal head's decision instead of its partition (whose critic a fresh probe
+    # out-reads), with the same group-balanced start; the start protects the unlearnt head, so the ramp is 4 epochs
+    "mimmx_decision_start": {
+        "loss_terms": "$[@loss#head_ce_balanced, @loss#decision_mi]",
+        "loss#decision_mi#start_below_chance": 0.9,
+        "loss#decision_mi#start_ce": "group_balanced",
+        "loss#decision_mi#ramp_epochs": 4,
+    },
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -140,6 +148,8 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_fast_ramp": "MIMM-X with its weight 3 reached by epoch 5 (a 4-epoch ramp, as mimmx_w3) instead of epoch 13",
     "mimmx_learn_first": "MIMM-X whose penalty waits for an epoch with the causal CE below 0.9 of chance, then ramps",
     "mimmx_balanced_start": "mimmx_learn_first reading the group-balanced causal CE (mean over target x factor groups)",
+    "mimmx_decision_start": "group-balanced CE + I(causal decision; factor | target) (weight 1), started as "
+    "mimmx_balanced_start, full weight 4 epochs later; no partition term",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
@@ -177,6 +187,7 @@ AVERAGED = (
     "mimmx_fast_ramp",
     "mimmx_learn_first",
     "mimmx_balanced_start",
+    "mimmx_decision_start",
 )  # these take train.yaml's average_epochs
 METHODS.update({name: {"average_epochs": 0, **setting} for name, setting in METHODS.items() if name not in AVERAGED})
 
