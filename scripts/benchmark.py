@@ -247,9 +247,13 @@ def selected_value(history: Sequence[Mapping[str, Any]], metric: str, column: st
     return next((h.get(column) for h in history if h["epoch"] == epoch), None)
 
 
-def penalty_start_epoch(history: Sequence[Mapping[str, Any]], term: str = "factor_mi") -> int | None:
-    """The first epoch in which ``term``'s logged weight was above 0 (None: not logged, or it never started)."""
-    return next((h["epoch"] for h in history if (h.get(f"weight_{term}") or 0) > 0), None)
+MI_TERMS = ("factor_mi", "decision_mi")  # the MI terms that log their weight in force
+
+
+def penalty_start_epoch(history: Sequence[Mapping[str, Any]]) -> int | None:
+    """The first epoch in which an MI term's logged weight was above 0 (None: not logged, or it never started)."""
+    started = (h["epoch"] for h in history if any((h.get(f"weight_{term}") or 0) > 0 for term in MI_TERMS))
+    return next(started, None)
 
 
 def collect_row(out: Path) -> dict | None:

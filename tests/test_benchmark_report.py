@@ -264,3 +264,12 @@ def test_each_finished_run_reaches_the_documents_before_the_next_one_ends(bench,
     assert sorted(on_disk_before_mimmx_ended) == [("cxr", "erm"), ("mri", "erm")] and "erm" in markdown.read_text()
     rows = json.loads(record.read_text())["runs"]
     assert sorted((r["bundle"], r["method"]) for r in rows) == [("cxr", "erm"), ("mri", "erm")]
+
+
+def test_a_row_says_in_which_epoch_an_mi_penalty_began(bench):
+    """The first epoch with a logged MI weight above 0, for the partition term and the decision term alike."""
+    partition = [{"epoch": 1, "weight_factor_mi": 0.0}, {"epoch": 2, "weight_factor_mi": 0.25}]
+    decision = [{"epoch": 1, "weight_decision_mi": 0.0}, {"epoch": 2}, {"epoch": 3, "weight_decision_mi": 1.0}]
+    assert bench.penalty_start_epoch(partition) == 2
+    assert bench.penalty_start_epoch(decision) == 3
+    assert bench.penalty_start_epoch([{"epoch": 1, "weight_factor_mi": 0.0}, {"epoch": 2}]) is None  # never began
