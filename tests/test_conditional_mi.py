@@ -203,21 +203,23 @@ def _decision_context(logits: torch.Tensor, y: torch.Tensor, z: torch.Tensor, ep
     return _context(torch.zeros(len(y), 4), y, z, epoch, logits=logits)
 
 
-def _decision_estimate(shift: float, seed: int = 0) -> float:
-    """Critic fitted on logits whose margin moves by ``shift`` with the factor inside each class."""
+def _decision_estimate(shift: float, seed: int = 0, scale: float = 1.0, standardise: bool = False) -> float:
+    """Critic fitted on logits whose margin moves by ``shift`` with the factor inside each class; every logit is then
+    multiplied by ``scale``."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    term = ConditionalDecisionMI(FACTORS, num_classes=2, queue_size=2048, hidden=32, lr=3e-3)
+    term = ConditionalDecisionMI(FACTORS, num_classes=2, queue_size=2048, hidden=32, lr=3e-3, standardise=standardise)
 
     def logits(y, z):
         margin = 3.0 * (2 * y.float() - 1) + shift * z.float() + 0.5 * torch.randn(len(y), generator=g)
-        return torch.stack([-margin / 2, margin / 2], dim=1)
+        return scale * torch.stack([-margin / 2, margin / 2], dim=1)
 
     for _ in range(150):
         y, z = _cohort(64, 0.9, g)
         term.critic_update(_decision_context(logits(y, z), y, z))
     y, z = _cohort(2048, 0.5, g)
-    return float(term.estimate(logits(y, z), {CAUSAL: y, "sex": z})["sex"].detach())
+    ctx = _decision_context(logits(y, z), y, z)
+    return float(term.estimate(term.reads(ctx), ctx.labels)["sex"].detach())
 
 
 def test_decision_term_reads_the_causal_logits_and_sees_a_within_class_shift():
@@ -233,3 +235,29 @@ def test_decision_term_reads_the_causal_logits_and_sees_a_within_class_shift():
     assert "mi_decision|sex|target" in stats
     loss.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_standardised_decision_term_cannot_be_lowered_by_shrinking_the_logits():
+    # raw logits: the same within-class shift, 100x smaller, is invisible to the critic (the escape that held the CE
+    # at chance); standardised, the estimate does not move with the scale
+    raw, raw_small = _decision_estimate(2.0), _decision_estimate(2.0, scale=0.01)
+    std, std_small = (_decision_estimate(2.0, scale=s, standardise=True) for s in (1.0, 0.01))
+    assert raw > 0.3 and raw_small < 0.05
+    assert std > 0.3 and abs(std_small - std) < 0.02
+    assert _decision_estimate(0.0, scale=0.01, standardise=True) < 0.05  # no shift: still no dependence
+
+
+def test_standardised_decision_reads_stay_finite_with_gradient_and_reject_bad_values():
+    term = ConditionalDecisionMI(FACTORS, num_classes=2, queue_size=64, standardise=True)
+    g = torch.Generator().manual_seed(4)
+    y, z = _cohort(32, 0.9, g)
+    constant = torch.ones(32, 2, requires_grad=True)
+    assert torch.isfinite(term.reads(_decision_context(constant, y, z))).all()
+    logits = torch.randn(32, 2, generator=g, requires_grad=True)
+    reads = term.reads(_decision_context(logits, y, z))
+    assert torch.allclose(reads.mean(dim=0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(reads.std(dim=0), torch.ones(2), atol=1e-4)
+    reads[:, 1].pow(3).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="standardise"):
+        ConditionalDecisionMI(FACTORS, standardise="sometimes")

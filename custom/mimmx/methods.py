@@ -118,6 +118,21 @@ METHODS: dict[str, dict[str, Any]] = {
         "loss#decision_mi#start_ce": "group_balanced",
         "loss#decision_mi#ramp_epochs": 4,
     },
+    # the decision term from the first epoch (a 4-epoch ramp, no start trigger), its critics reading batch-standardised
+    # logits: every start that waits leaves early shortcut epochs the selection can keep (points 12, 33), and every
+    # early start so far held the CE at chance by shrinking the logits, which standardising takes away (point 35)
+    "mimmx_decision_early": {
+        "loss_terms": "$[@loss#head_ce_balanced, @loss#decision_mi]",
+        "loss#decision_mi#standardise": True,
+        "loss#decision_mi#warmup_epochs": 0,
+        "loss#decision_mi#ramp_epochs": 4,
+    },
+    # its ablation: the same schedule with the critics on raw logits
+    "mimmx_decision_early_raw": {
+        "loss_terms": "$[@loss#head_ce_balanced, @loss#decision_mi]",
+        "loss#decision_mi#warmup_epochs": 0,
+        "loss#decision_mi#ramp_epochs": 4,
+    },
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -158,6 +173,9 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_balanced_start": "mimmx_learn_first reading the group-balanced causal CE (mean over target x factor groups)",
     "mimmx_decision_start": "group-balanced CE + I(causal decision; factor | target) (weight 1), started as "
     "mimmx_balanced_start, full weight 4 epochs later; no partition term",
+    "mimmx_decision_early": "group-balanced CE + I(causal decision; factor | target) on batch-standardised logits "
+    "(weight 1, ramped over epochs 1-4); no start trigger, no partition term",
+    "mimmx_decision_early_raw": "mimmx_decision_early with the critics on raw logits (the ablation of standardising)",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
@@ -196,6 +214,8 @@ AVERAGED = (
     "mimmx_learn_first",
     "mimmx_balanced_start",
     "mimmx_decision_start",
+    "mimmx_decision_early",
+    "mimmx_decision_early_raw",
 )  # these take train.yaml's average_epochs
 METHODS.update({name: {"average_epochs": 0, **setting} for name, setting in METHODS.items() if name not in AVERAGED})
 
