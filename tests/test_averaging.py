@@ -73,6 +73,8 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
         "mimmx_decision_start",
         "mimmx_decision_early",
         "mimmx_decision_early_raw",
+        "mimmx_adjusted",
+        "adjusted_ce_avg",
         "mimmx_held_out_avg",
         "erm_avg",
         "balanced_ce_avg",

@@ -133,6 +133,17 @@ METHODS: dict[str, dict[str, Any]] = {
         "loss#decision_mi#warmup_epochs": 0,
         "loss#decision_mi#ramp_epochs": 4,
     },
+    # the causal CE taken on the causal logits plus the training split's log p(target | factors) (a product of experts
+    # with the factor labels, logit adjustment): the factors explain their share of the target, every image keeps
+    # weight 1 (point 38); the peer alone, with MIMM-X's weight average
+    "adjusted_ce_avg": {"loss_terms": "$[@loss#head_ce_adjusted]", "average_epochs": 3},
+    # mimmx_decision_start with that CE in place of the group-balanced one
+    "mimmx_adjusted": {
+        "loss_terms": "$[@loss#head_ce_adjusted, @loss#decision_mi]",
+        "loss#decision_mi#start_below_chance": 0.9,
+        "loss#decision_mi#start_ce": "group_balanced",
+        "loss#decision_mi#ramp_epochs": 4,
+    },
     # all five splits at rho 0.5: the default cohorts cannot supply balanced train/val splits of full size on top
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
@@ -176,6 +187,9 @@ DESCRIPTIONS: dict[str, str] = {
     "mimmx_decision_early": "group-balanced CE + I(causal decision; factor | target) on batch-standardised logits "
     "(weight 1, ramped over epochs 1-4); no start trigger, no partition term",
     "mimmx_decision_early_raw": "mimmx_decision_early with the critics on raw logits (the ablation of standardising)",
+    "adjusted_ce_avg": "causal CE on logits + log p(target | factors) of train (logit adjustment by the factor "
+    "labels), MIMM-X's weight average; no MI term",
+    "mimmx_adjusted": "mimmx_decision_start with the causal CE of adjusted_ce_avg in place of the group-balanced CE",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
@@ -216,6 +230,7 @@ AVERAGED = (
     "mimmx_decision_start",
     "mimmx_decision_early",
     "mimmx_decision_early_raw",
+    "mimmx_adjusted",
 )  # these take train.yaml's average_epochs
 METHODS.update({name: {"average_epochs": 0, **setting} for name, setting in METHODS.items() if name not in AVERAGED})
 

@@ -40,6 +40,10 @@ class HeadCrossEntropy(LossTerm):
         causal_weight: weight of the causal head.
         group_weights: optional weight per target x factor group id (``mimmx.baselines.group_index`` order, e.g. from
             :func:`mimmx.losses.group_weights.group_loss_weights`): the causal CE becomes the group-balanced risk.
+        group_log_prior: optional log p(target | factors) per group id, the same order (e.g. from
+            :func:`mimmx.losses.group_weights.group_log_prior`): added to the causal logits inside the CE only, so the
+            factor labels explain their share of the target and the causal head learns the rest. The logged
+            ``ce_causal`` stays the CE of the causal logits alone, as deployed.
     """
 
     name = "head_ce"
@@ -51,20 +55,30 @@ class HeadCrossEntropy(LossTerm):
         weights: Mapping[str, float] | None = None,
         causal_weight: float = 1.0,
         group_weights: torch.Tensor | None = None,
+        group_log_prior: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        if group_weights is not None and group_log_prior is not None:
+            raise ConfigError(
+                "loss#head_ce: set group_weights or group_log_prior, not both (each alone removes the factors' share "
+                "of the target from the causal CE)."
+            )
         self.register_buffer("group_weights", None if group_weights is None else torch.as_tensor(group_weights).float())
+        self.register_buffer(
+            "group_log_prior", None if group_log_prior is None else torch.as_tensor(group_log_prior).float()
+        )
         self.factors = None if factors is None else parse_factors(factors, config_id="loss#head_ce#factors")
         self.weights = dict(weights or {})
         self.causal_weight = float(causal_weight)
 
     def check(self, network, factors, config_id: str) -> None:
         specs = self.factors or factors
-        if self.group_weights is not None:
-            expected = num_groups(getattr(network, "num_classes", 2), specs)
-            if self.group_weights.numel() != expected:
+        expected = num_groups(getattr(network, "num_classes", 2), specs)
+        for key in ("group_weights", "group_log_prior"):
+            table = getattr(self, key)
+            if table is not None and table.numel() != expected:
                 raise ConfigError(
-                    f"{config_id}: group_weights has {self.group_weights.numel()} entries, expected {expected} "
+                    f"{config_id}: {key} has {table.numel()} entries, expected {expected} "
                     "(target classes x every factor's classes)."
                 )
         heads = {CAUSAL, *(f.name for f in specs)}
@@ -79,18 +93,36 @@ class HeadCrossEntropy(LossTerm):
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         weights = head_weights(self.factors or ctx.factors, self.weights, self.causal_weight)
-        ce = {}
+        ce, loss = {}, {}  # the logged CE of each head, and the causal head's loss where it differs
         for name in ctx.logits:
             if name != CAUSAL:
                 ce[name] = F.cross_entropy(ctx.logits[name], ctx.labels[name])
                 continue
-            per_sample = F.cross_entropy(ctx.logits[CAUSAL], ctx.labels[CAUSAL], reduction="none")
+            factors = self.factors or ctx.factors
+            logits = ctx.logits[CAUSAL]
+            if self.group_log_prior is not None:  # the factor labels' prior as a second expert, inside the CE only
+                ce[name] = F.cross_entropy(logits.detach(), ctx.labels[CAUSAL])  # logged: the causal logits alone
+                logits = logits + self.class_log_prior(ctx.labels, factors, logits.shape[1])
+            per_sample = F.cross_entropy(logits, ctx.labels[CAUSAL], reduction="none")
             if self.group_weights is not None:  # the group-balanced risk of the causal head
-                factors = self.factors or ctx.factors
                 groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
                 per_sample = per_sample * self.group_weights[groups]
             fitted = ctx.fitted_rows()
             # rows held out from the task loss are never fitted; the mean is over the others (0 when none are left)
-            ce[name] = per_sample.mean() if fitted is None else (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
-        total = torch.stack([weights[name] * value for name, value in ce.items()]).sum()
+            loss[name] = (
+                per_sample.mean() if fitted is None else (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
+            )
+            ce.setdefault(name, loss[name])
+        total = torch.stack([weights[name] * loss.get(name, value) for name, value in ce.items()]).sum()
         return total, {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}
+
+    def class_log_prior(self, labels: Mapping[str, Tensor], factors: Sequence[FactorSpec], num_classes: int) -> Tensor:
+        """(B, C) log p(class | the row's factor labels) from ``group_log_prior``."""
+        zs = [labels[f.name].view(-1).long() for f in factors]
+        rows = labels[CAUSAL].shape[0]
+        device = labels[CAUSAL].device
+        columns = [
+            group_index(torch.full((rows,), c, dtype=torch.long, device=device), zs, factors)
+            for c in range(num_classes)
+        ]
+        return self.group_log_prior[torch.stack(columns, dim=1)]
