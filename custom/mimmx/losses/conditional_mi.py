@@ -313,9 +313,9 @@ class ConditionalDecisionMI(ConditionalFactorMI):
         standardise: the critics read each logit centred and divided by its standard deviation over the batch
             (with gradient), so that the estimate does not change with the logits' scale. On raw logits a critic
             reads less from smaller logits, so the penalty can always be lowered by shrinking every logit towards a
-            constant decision, the same for every image; from the first epochs, before the target is learnt, that
-            escape holds the causal CE at chance (points 14 and 28 of docs/results.md). Standardised, the penalty
-            is lowered only by a decision that moves less with the factor inside each class.
+            constant decision, the same for every image. Standardised, the penalty is lowered only by a decision
+            that moves less with the factor inside each class (or follows nothing in the image: an early penalty
+            still held the causal CE at chance on most runs, point 37 of docs/results.md).
     """
 
     name = "decision_mi"

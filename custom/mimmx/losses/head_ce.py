@@ -93,36 +93,25 @@ class HeadCrossEntropy(LossTerm):
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         weights = head_weights(self.factors or ctx.factors, self.weights, self.causal_weight)
-        ce, loss = {}, {}  # the logged CE of each head, and the causal head's loss where it differs
-        for name in ctx.logits:
-            if name != CAUSAL:
-                ce[name] = F.cross_entropy(ctx.logits[name], ctx.labels[name])
-                continue
-            factors = self.factors or ctx.factors
-            logits = ctx.logits[CAUSAL]
-            if self.group_log_prior is not None:  # the factor labels' prior as a second expert, inside the CE only
-                ce[name] = F.cross_entropy(logits.detach(), ctx.labels[CAUSAL])  # logged: the causal logits alone
-                logits = logits + self.class_log_prior(ctx.labels, factors, logits.shape[1])
-            per_sample = F.cross_entropy(logits, ctx.labels[CAUSAL], reduction="none")
-            if self.group_weights is not None:  # the group-balanced risk of the causal head
-                groups = group_index(ctx.labels[CAUSAL], [ctx.labels[f.name] for f in factors], factors)
-                per_sample = per_sample * self.group_weights[groups]
-            fitted = ctx.fitted_rows()
-            # rows held out from the task loss are never fitted; the mean is over the others (0 when none are left)
-            loss[name] = (
-                per_sample.mean() if fitted is None else (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
-            )
-            ce.setdefault(name, loss[name])
-        total = torch.stack([weights[name] * loss.get(name, value) for name, value in ce.items()]).sum()
-        return total, {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}
+        ce, terms = {}, []  # the logged CE of each head, and each head's weighted loss
+        for name, logits in ctx.logits.items():
+            loss = self.causal_loss(ctx) if name == CAUSAL else F.cross_entropy(logits, ctx.labels[name])
+            logged = name == CAUSAL and self.group_log_prior is not None
+            ce[name] = F.cross_entropy(logits.detach(), ctx.labels[name]) if logged else loss  # the deployed logits
+            terms.append(weights[name] * loss)
+        return torch.stack(terms).sum(), {CE_PREFIX + name: float(value.detach()) for name, value in ce.items()}
 
-    def class_log_prior(self, labels: Mapping[str, Tensor], factors: Sequence[FactorSpec], num_classes: int) -> Tensor:
-        """(B, C) log p(class | the row's factor labels) from ``group_log_prior``."""
-        zs = [labels[f.name].view(-1).long() for f in factors]
-        rows = labels[CAUSAL].shape[0]
-        device = labels[CAUSAL].device
-        columns = [
-            group_index(torch.full((rows,), c, dtype=torch.long, device=device), zs, factors)
-            for c in range(num_classes)
-        ]
-        return self.group_log_prior[torch.stack(columns, dim=1)]
+    def causal_loss(self, ctx: StepContext) -> Tensor:
+        """The causal head's CE: plain, group-balanced or on prior-adjusted logits, over the rows it may fit."""
+        factors = self.factors or ctx.factors
+        target, logits = ctx.labels[CAUSAL], ctx.logits[CAUSAL]
+        zs = [ctx.labels[f.name].view(-1).long() for f in factors]
+        if self.group_log_prior is not None:  # the factor labels' prior as a second expert, inside the CE only
+            factor_group = group_index(torch.zeros_like(target).long(), zs, factors)  # target is the top digit
+            logits = logits + self.group_log_prior.view(logits.shape[1], -1)[:, factor_group].T
+        per_sample = F.cross_entropy(logits, target, reduction="none")
+        if self.group_weights is not None:  # the group-balanced risk of the causal head
+            per_sample = per_sample * self.group_weights[group_index(target, zs, factors)]
+        fitted = ctx.fitted_rows()
+        # rows held out from the task loss are never fitted; the mean is over the others (0 when none are left)
+        return per_sample.mean() if fitted is None else (per_sample * fitted).sum() / fitted.sum().clamp(min=1)
