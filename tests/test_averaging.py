@@ -78,4 +78,6 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
         "mimmx_held_out_avg",
         "erm_avg",
         "balanced_ce_avg",
+        "resample_avg",
+        "mimmx_resampled",
     }

@@ -128,6 +128,7 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
         "mimm_single",
         "mimmx_pairwise",
         "mimmx_decision_gap",
+        "mimmx_resampled",
         "oracle",
     ],
 )

@@ -145,6 +145,15 @@ METHODS: dict[str, dict[str, Any]] = {
 # mimmx_decision_early_raw with batch-standardised logits, against the early penalty's shrinking of every logit
 # (point 36 of docs/results.md; it did not stop the stall, point 37)
 METHODS["mimmx_decision_early"] = {**METHODS["mimmx_decision_early_raw"], "loss#decision_mi#standardise": True}
+# group-balanced batches instead of group-balanced weights (point 40): the plain CE on batches drawn equally from every
+# target x factor group never rewards the shortcut, so the decision term can act from the first epoch without a CE
+# to fight; resample_avg is its ablation (the same batches and average, no MI term)
+METHODS["resample_avg"] = {**METHODS["resample"], "average_epochs": 3}
+METHODS["mimmx_resampled"] = {
+    **METHODS["mimmx_decision_early"],
+    "loss_terms": "$[@loss#head_ce, @loss#decision_mi]",
+    "train#sampler": METHODS["resample"]["train#sampler"],
+}
 
 DESCRIPTIONS: dict[str, str] = {
     "erm": "plain empirical risk minimisation (the head CEs only)",
@@ -186,6 +195,9 @@ DESCRIPTIONS: dict[str, str] = {
     "adjusted_ce_avg": "causal CE on logits + log p(target | factors) of train (logit adjustment by the factor "
     "labels), MIMM-X's weight average; no MI term",
     "mimmx_adjusted": "mimmx_decision_start with the causal CE of adjusted_ce_avg in place of the group-balanced CE",
+    "resample_avg": "resample with MIMM-X's weight average: the ablation of mimmx_resampled's MI term",
+    "mimmx_resampled": "plain CE on group-balanced batches (as resample) + mimmx_decision_early's decision term "
+    "(weight 1, standardised logits, ramped over epochs 1-4); averaged weights",
     "oracle": "ERM on splits of the same sizes with the factors independent of the target (rho 0.5, all splits)",
 }
 
@@ -227,6 +239,7 @@ AVERAGED = (
     "mimmx_decision_early",
     "mimmx_decision_early_raw",
     "mimmx_adjusted",
+    "mimmx_resampled",
 )  # these take train.yaml's average_epochs
 METHODS.update({name: {"average_epochs": 0, **setting} for name, setting in METHODS.items() if name not in AVERAGED})
 
