@@ -24,7 +24,20 @@ import torch
 from mimmx.baselines import item_groups, num_groups
 from mimmx.factors import FactorSpec, parse_factors
 
-__all__ = ["group_loss_weights", "group_log_prior"]
+__all__ = ["group_counts", "group_loss_weights", "group_log_prior"]
+
+
+def group_counts(
+    items: Sequence[Mapping[str, Any]],
+    factors: Sequence[Mapping[str, Any] | FactorSpec],
+    num_classes: int = 2,
+    target_key: str = "label",
+    caller: str = "group_counts",
+) -> np.ndarray:
+    """Images per group id (``mimmx.baselines.group_index`` order), every possible group present (0 if empty)."""
+    specs = parse_factors(factors)
+    groups = item_groups(items, specs, target_key, caller=caller)
+    return np.bincount(groups, minlength=num_groups(num_classes, specs)).astype(np.float64)
 
 
 def group_loss_weights(
@@ -37,9 +50,7 @@ def group_loss_weights(
 
     The mean weight over the training samples is 1, so the weighted loss keeps the scale of the plain one.
     """
-    specs = parse_factors(factors)
-    groups = item_groups(items, specs, target_key, caller="group_loss_weights")
-    counts = np.bincount(groups, minlength=num_groups(num_classes, specs)).astype(np.float64)
+    counts = group_counts(items, factors, num_classes, target_key, caller="group_loss_weights")
     present = counts > 0
     weights = np.zeros_like(counts)
     weights[present] = len(items) / (present.sum() * counts[present])
@@ -60,9 +71,7 @@ def group_log_prior(
     """
     if smoothing <= 0:
         raise ValueError(f"group_log_prior: smoothing must be > 0, got {smoothing}.")
-    specs = parse_factors(factors)
-    groups = item_groups(items, specs, target_key, caller="group_log_prior")
-    counts = np.bincount(groups, minlength=num_groups(num_classes, specs)).astype(np.float64) + smoothing
+    counts = group_counts(items, factors, num_classes, target_key, caller="group_log_prior") + smoothing
     by_class = counts.reshape(num_classes, -1)  # target is the most significant digit of the group id
     prior = np.log(by_class / by_class.sum(axis=0, keepdims=True))
     return torch.as_tensor(prior.reshape(-1), dtype=torch.float32)
