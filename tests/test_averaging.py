@@ -80,4 +80,5 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
         "balanced_ce_avg",
         "resample_avg",
         "mimmx_resampled",
+        "mimmx_resampled_held_out",
     }
