@@ -263,6 +263,16 @@ def penalty_start_epoch(history: Sequence[Mapping[str, Any]]) -> int | None:
     return next(started, None)
 
 
+VAL_LEAKAGE = "val_decision_leakage_"
+
+
+def kept_val_leakage(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per factor, the val decision leakage logged at the epoch the default selection keeps ({} when not logged)."""
+    epoch = first_best_epoch(history, "val_auc")
+    kept = next((h for h in history if h["epoch"] == epoch), {})
+    return {k.removeprefix(VAL_LEAKAGE): v for k, v in kept.items() if k.startswith(VAL_LEAKAGE) and v is not None}
+
+
 def collect_row(out: Path) -> dict | None:
     """One benchmark row from a finished run folder (None while any of its evaluations is missing)."""
     files = {sel: out / "eval" / f"metrics_{sel}.json" for sel in SELECTIONS}
@@ -297,6 +307,8 @@ def collect_row(out: Path) -> dict | None:
         "val_balanced_auroc": selected_value(history, "val_auc", "val_balanced_auc"),
         # where the MI penalty's ramp began (MIMM-X settings whose start waits for the causal head)
         "penalty_start_epoch": penalty_start_epoch(history),
+        # decision leakage on the val images at the kept epoch: the validation-side view of the leakage target
+        "val_decision_leakage": kept_val_leakage(history),
     }
 
 

@@ -45,9 +45,10 @@ def _fake_run(
     for sel in ("model", "last_epoch", "balanced_val_selection"):
         value = inverted if sel == "model" else inverted - 0.1
         (out / "eval" / f"metrics_{sel}.json").write_text(json.dumps({"summary": _summary(value, 0.6 + seed / 10)}))
+    leak = "val_decision_leakage_sex"
     history = [  # val AUROC ties (the first best is kept); the group-balanced one peaks later
-        {"epoch": 1, "epoch_seconds": 99.0, "val_auc": 0.9, "val_balanced_auc": 0.6},
-        {"epoch": 2, "epoch_seconds": seconds, "val_auc": 0.9, "val_balanced_auc": 0.8},
+        {"epoch": 1, "epoch_seconds": 99.0, "val_auc": 0.9, "val_balanced_auc": 0.6, leak: 0.7},
+        {"epoch": 2, "epoch_seconds": seconds, "val_auc": 0.9, "val_balanced_auc": 0.8, leak: 0.5},
     ]
     (out / "eval" / "history.json").write_text(json.dumps(history))
     return out
@@ -72,6 +73,7 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert mimmx["decision_leakage"] == {"sex": 0.6, "age": 0.5} and mimmx["smallest_group"] == 3
     assert (mimmx["selected_epoch"], mimmx["balanced_val_epoch"]) == (1, 2)
     assert mimmx["val_balanced_auroc"] == pytest.approx(0.6)  # the group-balanced val AUROC of the kept epoch
+    assert mimmx["val_decision_leakage"] == {"sex": pytest.approx(0.7)}  # also read at the kept epoch
     assert mimmx["regime"] == "default"
 
     tables = bench.aggregate(rows)
