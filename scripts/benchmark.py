@@ -248,10 +248,15 @@ def first_best_epoch(history: Sequence[Mapping[str, Any]], metric: str) -> int |
     return max(scored, key=lambda h: h[metric])["epoch"] if scored else None
 
 
+def kept_entry(history: Sequence[Mapping[str, Any]], metric: str) -> Mapping[str, Any]:
+    """The history entry of the epoch a selection on ``metric`` keeps ({} when nothing was scored)."""
+    epoch = first_best_epoch(history, metric)
+    return next((h for h in history if h["epoch"] == epoch), {})
+
+
 def selected_value(history: Sequence[Mapping[str, Any]], metric: str, column: str) -> float | None:
     """``column`` at the epoch a selection on ``metric`` keeps (None when nothing was scored)."""
-    epoch = first_best_epoch(history, metric)
-    return next((h.get(column) for h in history if h["epoch"] == epoch), None)
+    return kept_entry(history, metric).get(column)
 
 
 MI_TERMS = ("factor_mi", "decision_mi")  # the MI terms that log their weight in force
@@ -268,8 +273,7 @@ VAL_LEAKAGE = "val_decision_leakage_"
 
 def kept_val_leakage(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Per factor, the val decision leakage logged at the epoch the default selection keeps ({} when not logged)."""
-    epoch = first_best_epoch(history, "val_auc")
-    kept = next((h for h in history if h["epoch"] == epoch), {})
+    kept = kept_entry(history, "val_auc")
     return {k.removeprefix(VAL_LEAKAGE): v for k, v in kept.items() if k.startswith(VAL_LEAKAGE) and v is not None}
 
 

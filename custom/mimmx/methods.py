@@ -35,13 +35,16 @@ W1_RAMP4 = {"factor_mi_weight": 1.0, "loss#factor_mi#ramp_epochs": 4}
 PRE_RAMP = {"factor_mi_weight": 1.0, "loss#factor_mi#warmup_epochs": 0, "loss#factor_mi#ramp_epochs": 0}
 
 
-def held_out_setting(fraction: float) -> dict[str, Any]:
-    """mimmx_decision_mi with both MI terms on ``fraction`` of the training images, held out from the causal CE.
+def held_out_queue(fraction: float) -> int:
+    """Queue rows for critics that read only ``fraction`` of the training images: about 0.8 epoch of held-out rows
+    (5120 x fraction at 6400 images), as 4096 rows are of all rows by default, so the critics read features of the
+    same age whatever the share."""
+    return round(5120 * fraction)
 
-    The queues hold about 0.8 epoch of held-out rows (5120 x fraction at 6400 images), as 4096 rows are of all
-    rows by default: the critics read features of the same age whatever the share.
-    """
-    queue = round(5120 * fraction)
+
+def held_out_setting(fraction: float) -> dict[str, Any]:
+    """mimmx_decision_mi with both MI terms on ``fraction`` of the training images, held out from the causal CE."""
+    queue = held_out_queue(fraction)
     return {
         "loss_terms": "$[@loss#head_ce_balanced, @loss#factor_mi, @loss#decision_mi]",
         "held_out_fraction": fraction,
@@ -51,12 +54,12 @@ def held_out_setting(fraction: float) -> dict[str, Any]:
     }
 
 
+# batches drawn equally from every target x factor group (resample and the MIMM-X settings on the same batches)
+GROUP_BALANCED_SAMPLER = "$group_balanced_sampler(@train#dataset.data, @factors, seed=@seed)"
+
 METHODS: dict[str, dict[str, Any]] = {
     "erm": {"loss_terms": ERM},
-    "resample": {
-        "loss_terms": ERM,
-        "train#sampler": "$group_balanced_sampler(@train#dataset.data, @factors, seed=@seed)",
-    },
+    "resample": {"loss_terms": ERM, "train#sampler": GROUP_BALANCED_SAMPLER},
     "groupdro": {"loss_terms": "$[@loss#group_dro]"},
     "adversarial": {"loss_terms": "$[@loss#head_ce, @loss#adversary]"},
     # class-conditional adversary: sees the target beside the causal partition, trained 5 extra steps per encoder step
@@ -152,7 +155,7 @@ METHODS["resample_avg"] = {**METHODS["resample"], "average_epochs": 3}
 METHODS["mimmx_resampled"] = {
     **METHODS["mimmx_decision_early"],
     "loss_terms": "$[@loss#head_ce, @loss#decision_mi]",
-    "train#sampler": METHODS["resample"]["train#sampler"],
+    "train#sampler": GROUP_BALANCED_SAMPLER,
 }
 # the same with the decision term's critics and penalty on a tenth of the training images, held out from the causal
 # CE (point 41): on the fitted images the decision hides what its score shift with the factors shows elsewhere
@@ -160,7 +163,7 @@ METHODS["mimmx_resampled_held_out"] = {
     **METHODS["mimmx_resampled"],
     "held_out_fraction": 0.1,
     "loss#decision_mi#held_out_only": True,
-    "loss#decision_mi#queue_size": 512,
+    "loss#decision_mi#queue_size": held_out_queue(0.1),
 }
 
 DESCRIPTIONS: dict[str, str] = {
