@@ -79,6 +79,7 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
         "erm_avg",
         "balanced_ce_avg",
         "resample_avg",
+        "resample_avg_held_out",
         "mimmx_resampled",
         "mimmx_resampled_held_out",
     }

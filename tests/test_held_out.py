@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser, run
+from torch.utils.data import WeightedRandomSampler
 
 from mimmx.errors import ConfigError
 from mimmx.factors import parse_factors
@@ -94,3 +95,20 @@ def test_a_bundle_trains_with_held_out_images(tmp_path):
     assert {item["held_out"] for item in data} == {0, 1}
     run("training", bundle_root=str(tmp_path), config_file=str(root / "train.yaml"), **overrides)
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("method", ["mimmx_resampled_held_out", "resample_avg_held_out"])
+def test_group_balanced_batches_carry_the_held_out_flags(method, tmp_path):
+    """The sampler draws indices into the marked data list, so the flags reach the loss terms with every batch."""
+    small = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "smoke_test.yaml"))
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "mimmx_cxr" / "configs" / "train.yaml"))
+    parser.update({**small, **method_overrides(method), "bundle_root": str(tmp_path)})
+    loader = parser.get_parsed_content("train#dataloader")
+    assert isinstance(loader.sampler, WeightedRandomSampler)
+    data = loader.dataset.data
+    flags = torch.tensor([item["held_out"] for item in data], dtype=torch.double)
+    expected = float((loader.sampler.weights * flags).sum() / loader.sampler.weights.sum())
+    drawn = torch.cat([torch.as_tensor(batch["held_out"]).view(-1) for _ in range(10) for batch in loader]).double()
+    assert 0 < expected < 1 and set(drawn.tolist()) == {0.0, 1.0}
+    assert float(drawn.mean()) == pytest.approx(expected, abs=0.05)
