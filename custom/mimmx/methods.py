@@ -56,10 +56,33 @@ def held_out_setting(fraction: float) -> dict[str, Any]:
 
 # batches drawn equally from every target x factor group (resample and the MIMM-X settings on the same batches)
 GROUP_BALANCED_SAMPLER = "$group_balanced_sampler(@train#dataset.data, @factors, seed=@seed)"
+RESAMPLE = {"loss_terms": ERM, "train#sampler": GROUP_BALANCED_SAMPLER}
+
+# the conditional MI read from the causal head's decision from the first epoch (a 4-epoch ramp, no start trigger), on
+# raw logits, and on batch-standardised ones (point 36)
+DECISION_EARLY_RAW = {
+    "loss_terms": "$[@loss#head_ce_balanced, @loss#decision_mi]",
+    "loss#decision_mi#warmup_epochs": 0,
+    "loss#decision_mi#ramp_epochs": 4,
+}
+DECISION_EARLY = {**DECISION_EARLY_RAW, "loss#decision_mi#standardise": True}
+# the plain CE on batches drawn equally from every target x factor group never rewards the shortcut, so the decision
+# term can act from the first epoch without a CE to fight (point 40); then on a held-out tenth only (point 41)
+RESAMPLED = {
+    **DECISION_EARLY,
+    "loss_terms": "$[@loss#head_ce, @loss#decision_mi]",
+    "train#sampler": GROUP_BALANCED_SAMPLER,
+}
+RESAMPLED_HELD_OUT = {
+    **RESAMPLED,
+    "held_out_fraction": 0.1,
+    "loss#decision_mi#held_out_only": True,
+    "loss#decision_mi#queue_size": held_out_queue(0.1),
+}
 
 METHODS: dict[str, dict[str, Any]] = {
     "erm": {"loss_terms": ERM},
-    "resample": {"loss_terms": ERM, "train#sampler": GROUP_BALANCED_SAMPLER},
+    "resample": RESAMPLE,
     "groupdro": {"loss_terms": "$[@loss#group_dro]"},
     "adversarial": {"loss_terms": "$[@loss#head_ce, @loss#adversary]"},
     # class-conditional adversary: sees the target beside the causal partition, trained 5 extra steps per encoder step
@@ -123,11 +146,7 @@ METHODS: dict[str, dict[str, Any]] = {
     },
     # the decision term from the first epoch (a 4-epoch ramp, no start trigger), critics on raw logits: the ablation
     # of mimmx_decision_early below
-    "mimmx_decision_early_raw": {
-        "loss_terms": "$[@loss#head_ce_balanced, @loss#decision_mi]",
-        "loss#decision_mi#warmup_epochs": 0,
-        "loss#decision_mi#ramp_epochs": 4,
-    },
+    "mimmx_decision_early_raw": DECISION_EARLY_RAW,
     # the causal CE taken on the causal logits plus the training split's log p(target | factors) (a product of experts
     # with the factor labels, logit adjustment): the factors explain their share of the target, every image keeps
     # weight 1 (point 38); the peer alone, with MIMM-X's weight average
@@ -143,31 +162,20 @@ METHODS: dict[str, dict[str, Any]] = {
     # of the rho 0.1 test_inverted split; a model without shortcut scores the same on any correlation, so the
     # oracle's AUC on its (balanced) test splits is the reference for the others' test_inverted AUC
     "oracle": {"loss_terms": ERM, "splits#rho": 0.5, "datalist_file": "datalist_oracle.json"},
+    # mimmx_decision_early_raw with batch-standardised logits, against the early penalty's shrinking of every logit
+    # (point 36 of docs/results.md; it did not stop the stall, point 37)
+    "mimmx_decision_early": DECISION_EARLY,
+    # group-balanced batches instead of group-balanced weights (point 40); resample_avg is mimmx_resampled's ablation
+    # (the same batches and average, no MI term)
+    "resample_avg": {**RESAMPLE, "average_epochs": 3},
+    "mimmx_resampled": RESAMPLED,
+    # the decision term's critics and penalty on a tenth of the training images, held out from the causal CE (point
+    # 41): on the fitted images the decision hides what its score shift with the factors shows elsewhere
+    "mimmx_resampled_held_out": RESAMPLED_HELD_OUT,
+    # its control without the decision term (point 45): the same tenth held out of the CE and read by nothing, so what
+    # holding out the images costs, and any leakage it changes alone, is not credited to the term
+    "resample_avg_held_out": {**RESAMPLE, "average_epochs": 3, "held_out_fraction": 0.1},
 }
-
-# mimmx_decision_early_raw with batch-standardised logits, against the early penalty's shrinking of every logit
-# (point 36 of docs/results.md; it did not stop the stall, point 37)
-METHODS["mimmx_decision_early"] = {**METHODS["mimmx_decision_early_raw"], "loss#decision_mi#standardise": True}
-# group-balanced batches instead of group-balanced weights (point 40): the plain CE on batches drawn equally from every
-# target x factor group never rewards the shortcut, so the decision term can act from the first epoch without a CE
-# to fight; resample_avg is its ablation (the same batches and average, no MI term)
-METHODS["resample_avg"] = {**METHODS["resample"], "average_epochs": 3}
-METHODS["mimmx_resampled"] = {
-    **METHODS["mimmx_decision_early"],
-    "loss_terms": "$[@loss#head_ce, @loss#decision_mi]",
-    "train#sampler": GROUP_BALANCED_SAMPLER,
-}
-# the same with the decision term's critics and penalty on a tenth of the training images, held out from the causal
-# CE (point 41): on the fitted images the decision hides what its score shift with the factors shows elsewhere
-METHODS["mimmx_resampled_held_out"] = {
-    **METHODS["mimmx_resampled"],
-    "held_out_fraction": 0.1,
-    "loss#decision_mi#held_out_only": True,
-    "loss#decision_mi#queue_size": held_out_queue(0.1),
-}
-# its control without the decision term (point 45): the same tenth held out of the CE and read by nothing, so what
-# holding out the images costs, and any leakage it changes alone, is not credited to the term
-METHODS["resample_avg_held_out"] = {**METHODS["resample_avg"], "held_out_fraction": 0.1}
 
 DESCRIPTIONS: dict[str, str] = {
     "erm": "plain empirical risk minimisation (the head CEs only)",
