@@ -7,9 +7,11 @@ test_balanced twice: as saved, and with every BatchNorm layer's running statisti
 The averaged weights (``average_epochs``, :mod:`mimmx.averaging`) carry an exponential average of the running
 statistics too. While the weights move fast, that average is not the statistics of the averaged network's own
 activations, and a factor that shifts image intensity (MRI field strength) shifts the scores through the mismatch.
-Recomputing the statistics (as torch's ``swa_utils.update_bn`` does for SWA) on clean training images drawn equally
-from every target x factor group separates that artefact from what the weights themselves have learnt. Both rows
-print the test_balanced AUROC and the decision leakage per factor (0.5: none).
+Recomputing the statistics (``mimmx.averaging.recompute_batchnorm``, torch's
+``swa_utils.update_bn``) on clean training images drawn equally from every target x factor group separates that
+artefact from what the weights themselves have learnt. Both rows print the test_balanced AUROC and the decision
+leakage per factor (0.5: none). Methods with ``average_bn_images`` (``resample_avg_bn``) recompute them during
+training, before every validation, so that the kept epoch is chosen on the recomputed statistics.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT / "custom"))
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.data import DataLoader, Dataset, load_decathlon_datalist  # noqa: E402
 
+from mimmx.averaging import recompute_batchnorm  # noqa: E402
 from mimmx.baselines import group_balanced_sampler  # noqa: E402
 from mimmx.data.datalist import datalist_base_dir  # noqa: E402
 from mimmx.factors import parse_factors  # noqa: E402
@@ -76,21 +79,6 @@ def score(network: torch.nn.Module, loader: DataLoader, names: list[str]) -> dic
     return {"test_balanced_auroc": round(float(auroc(y[CAUSAL], s)), 4), "decision_leakage": leak}
 
 
-@torch.no_grad()
-def recompute_bn(network: torch.nn.Module, loader: DataLoader) -> None:
-    """Every BatchNorm layer's running statistics as the plain average over ``loader``'s batches."""
-    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not layers:
-        raise SystemExit("the network has no BatchNorm layer: nothing to recompute.")
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average
-    network.train()
-    for batch in loader:
-        network.partitions(batch["image"])
-    network.eval()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path, help="a benchmark run folder (with run.json and models/)")
@@ -114,7 +102,11 @@ def main() -> None:
     draw = group_balanced_sampler(train, factors, seed=int(info["seed"]), num_samples=args.images)
     train_loader = DataLoader(Dataset(train, clean), batch_size=batch_size, sampler=draw)
     rows = {"as_saved": score(network, test_loader, names)}
-    recompute_bn(network, train_loader)
+    try:
+        recompute_batchnorm(network, (batch["image"] for batch in train_loader))
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
+    network.eval()
     rows["bn_recomputed"] = score(network, test_loader, names)
     result = {"run": str(args.run_dir), "model": args.model, "images": args.images, **rows}
     print(json.dumps(result, indent=1))

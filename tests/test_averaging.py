@@ -1,5 +1,6 @@
-"""Averaged weights (mimmx.averaging): the exponential average itself, that 0 changes nothing, and that a bundle
-validates, selects and saves the average while its training checkpoint keeps both the last step and the average."""
+"""Averaged weights (mimmx.averaging): the exponential average itself, that 0 changes nothing, that a bundle
+validates, selects and saves the average while its training checkpoint keeps both the last step and the average, and
+that recomputed BatchNorm statistics are those of the average's own activations and leave training untouched."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser, run
 
-from mimmx.averaging import WeightAverage, ema_decay
+from mimmx.averaging import WeightAverage, ema_decay, recompute_batchnorm
 from mimmx.checkpoints import latest_checkpoint, load_weights
 from mimmx.methods import METHODS, method_overrides
 
@@ -60,6 +62,102 @@ def test_a_bundle_selects_and_saves_the_averaged_weights(tmp_path):
     assert any(not torch.equal(last[k], state["model"][k]) for k in last)  # ... not the last step's weights
 
 
+def test_recomputed_statistics_are_those_of_the_batches_fed_and_leave_the_random_state_alone():
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Dropout(0.5)).eval()
+    net[0].running_mean.fill_(7.0)  # a stale average, as an EMA of moving weights leaves
+    net[0].running_var.fill_(9.0)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(64, 3, generator=g) * torch.tensor([1.0, 2.0, 0.5]) + torch.tensor([1.0, -2.0, 3.0])
+    torch.manual_seed(5)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(5)
+    recompute_batchnorm(net, [data[i : i + 16] for i in range(0, 64, 16)])  # dropout draws in train mode
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert not net.training
+    assert torch.allclose(net[0].running_mean, data.mean(0), atol=1e-5)
+    per_batch = torch.stack([data[i : i + 16].var(0, unbiased=True) for i in range(0, 64, 16)]).mean(0)
+    assert torch.allclose(net[0].running_var, per_batch, atol=1e-5)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        recompute_batchnorm(torch.nn.Linear(3, 2), [data])
+
+
+FACTORS = [{"name": "sex", "classes": [0, 1]}]
+
+
+def _items(n: int = 40) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    return [{"image": torch.randn(3, generator=g), "label": i % 2, "sex": (i // 2) % 2} for i in range(n)]
+
+
+def test_the_average_recomputes_its_statistics_at_every_epoch_end():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    items = _items()
+    average = WeightAverage(
+        net,
+        epochs=1,
+        steps_per_epoch=3,
+        bn_images=32,
+        bn_data=items,
+        bn_transform=lambda d: d,
+        factors=FACTORS,
+        batch_size=8,
+    )
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.5)
+
+    def step(engine, batch):
+        optimiser.zero_grad()
+        net(batch).pow(2).sum().backward()
+        optimiser.step()
+
+    drawn = torch.stack([average.bn_images[i]["image"] for i in range(32)])
+    checked = []
+    engine = Engine(step)
+    average.attach(engine)
+
+    @engine.on(Events.ITERATION_COMPLETED(every=3))  # each epoch's end, where validation reads the average
+    def check(engine):
+        with torch.no_grad():
+            own = average.network[0](drawn)  # the average's own activations before its BatchNorm
+        assert torch.allclose(average.network[1].running_mean, own.mean(0), atol=1e-5)
+        assert not torch.allclose(average.network[1].running_mean, net[1].running_mean, atol=1e-3)  # not the net's
+        checked.append(engine.state.epoch)
+
+    engine.run([torch.randn(8, 3) for _ in range(3)], max_epochs=2)
+    assert checked == [1, 2]
+    groups = {int(item["label"]) * 2 + int(item["sex"]) for item in average.bn_images.data}
+    assert groups == {0, 1, 2, 3}  # drawn from every target x factor group
+
+
+def test_recomputed_statistics_need_an_average_and_a_whole_batch():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    common = {"bn_data": _items(), "bn_transform": lambda d: d, "factors": FACTORS, "batch_size": 8}
+    with pytest.raises(ValueError, match="average_epochs is 0"):
+        WeightAverage(net, epochs=0, bn_images=32, **common)
+    with pytest.raises(ValueError, match="at least one batch"):
+        WeightAverage(net, epochs=1, bn_images=4, **common)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        WeightAverage(torch.nn.Linear(3, 3), epochs=1, bn_images=32, **common)
+
+
+def test_a_bundle_with_recomputed_statistics_trains_exactly_as_without(tmp_path):
+    small = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "smoke_test.yaml"))
+    config = BUNDLES / "mimmx_cxr" / "configs" / "train.yaml"
+    states = {}
+    for method in ("resample_avg", "resample_avg_bn"):
+        root = tmp_path / method
+        run("training", bundle_root=str(root), config_file=str(config), **{**small, **method_overrides(method)})
+        states[method] = load_weights(latest_checkpoint(root / "models"))
+    plain, fresh = states["resample_avg"], states["resample_avg_bn"]
+    assert all(torch.equal(plain["model"][k], fresh["model"][k]) for k in plain["model"])  # the same training
+    buffers = [k for k in plain["model"] if k.endswith("running_mean")]
+    assert buffers
+    for k in buffers:
+        averaged = "module." + k
+        assert not torch.equal(plain["weight_average"][averaged], fresh["weight_average"][averaged])
+        assert not torch.equal(fresh["weight_average"][averaged], fresh["model"][k])
+
+
 def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does():
     config = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "train.yaml"))
     assert config["average_epochs"] > 0 and "average_epochs" not in method_overrides("mimmx")
@@ -82,4 +180,6 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
         "resample_avg_held_out",
         "mimmx_resampled",
         "mimmx_resampled_held_out",
+        "resample_avg_bn",
+        "mimmx_resampled_bn",
     }
