@@ -22,24 +22,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "custom"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchmark import datalist_name  # noqa: E402
+from measurement_context import BUNDLES  # noqa: E402
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.data import DataLoader, Dataset, load_decathlon_datalist  # noqa: E402
 
 from mimmx.averaging import recompute_batchnorm  # noqa: E402
 from mimmx.baselines import group_balanced_sampler  # noqa: E402
 from mimmx.data.datalist import datalist_base_dir  # noqa: E402
-from mimmx.factors import parse_factors  # noqa: E402
+from mimmx.evaluation import collect_outputs  # noqa: E402
+from mimmx.factors import FactorSpec, label_keys, parse_factors  # noqa: E402
 from mimmx.methods import REGIMES, method_overrides  # noqa: E402
 from mimmx.metrics import auroc, decision_leakage  # noqa: E402
 from mimmx.networks import CAUSAL  # noqa: E402
-
-BUNDLES = {"cxr": "mimmx_cxr", "mri": "mimmx_mri"}
 
 
 def run_config(run_dir: Path) -> tuple[dict[str, Any], ConfigParser, Path]:
@@ -49,14 +48,13 @@ def run_config(run_dir: Path) -> tuple[dict[str, Any], ConfigParser, Path]:
         raise SystemExit(f"{info_file} not found: pass a benchmark run folder (runs/benchmark/<bundle>/...).")
     info = json.loads(info_file.read_text())
     regime = info.get("regime", "default")
-    bundle = ROOT / "bundles" / BUNDLES[info["bundle"]]
+    bundle = BUNDLES[info["bundle"]]
     files = [str(bundle / "configs" / "train.yaml")] + [str(bundle / "configs" / f) for f in REGIMES[regime]]
     parser = ConfigParser()
     parser.read_config(files)
     parser.update({"bundle_root": str(bundle), "protocol": info["protocol"], "seed": info["seed"]})
     parser.update(method_overrides(info["method"]))
-    name = "oracle" if info["method"] == "oracle" else info["protocol"]
-    file = f"datalist_{name}_n{info['n_train']}_seed{info['seed']}.json"
+    file = datalist_name(info["protocol"], info["n_train"], info["seed"], info["method"] == "oracle")
     datalist = run_dir.resolve().parents[4] / f"data_{info['bundle']}" / file
     if not datalist.is_file():
         raise SystemExit(f"{datalist} not found: the benchmark prepares it before the run.")
@@ -64,19 +62,12 @@ def run_config(run_dir: Path) -> tuple[dict[str, Any], ConfigParser, Path]:
 
 
 @torch.no_grad()
-def score(network: torch.nn.Module, loader: DataLoader, names: list[str]) -> dict[str, Any]:
+def score(network: torch.nn.Module, loader: DataLoader, factors: list[FactorSpec]) -> dict[str, Any]:
     """test_balanced AUROC and decision leakage per factor of the causal output."""
-    network.eval()
-    scores, labels = [], {name: [] for name in [CAUSAL, *names]}
-    for batch in loader:
-        logits = network.head_logits(network.partitions(batch["image"]))[CAUSAL]
-        scores.append(torch.softmax(logits.float(), dim=1).numpy())
-        for name in labels:
-            labels[name].append(torch.as_tensor(batch["label" if name == CAUSAL else name]).view(-1).numpy())
-    s = np.concatenate(scores)
-    y = {name: np.concatenate(v) for name, v in labels.items()}
-    leak = {name: round(float(decision_leakage(y[CAUSAL], s[:, 1], y[name])), 3) for name in names}
-    return {"test_balanced_auroc": round(float(auroc(y[CAUSAL], s)), 4), "decision_leakage": leak}
+    probs, labels, _ = collect_outputs(network, loader, label_keys(factors), "cpu")
+    causal, y = probs[CAUSAL], labels[CAUSAL]
+    leak = {f.name: round(float(decision_leakage(y, causal[:, 1], labels[f.name])), 3) for f in factors}
+    return {"test_balanced_auroc": round(float(auroc(y, causal)), 4), "decision_leakage": leak}
 
 
 def main() -> None:
@@ -92,7 +83,6 @@ def main() -> None:
     model_file = args.run_dir / "models" / args.model
     network.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
     factors = parse_factors(parser.get_parsed_content("model_factors"))
-    names = [f.name for f in factors]
     clean = parser.get_parsed_content("validate#preprocessing")
     batch_size = int(parser.get_parsed_content("batch_size"))
     base = datalist_base_dir(datalist)
@@ -101,13 +91,13 @@ def main() -> None:
     test_loader = DataLoader(Dataset(test, clean), batch_size=batch_size)
     draw = group_balanced_sampler(train, factors, seed=int(info["seed"]), num_samples=args.images)
     train_loader = DataLoader(Dataset(train, clean), batch_size=batch_size, sampler=draw)
-    rows = {"as_saved": score(network, test_loader, names)}
+    rows = {"as_saved": score(network, test_loader, factors)}
     try:
         recompute_batchnorm(network, (batch["image"] for batch in train_loader))
     except ValueError as err:
         raise SystemExit(str(err)) from err
     network.eval()
-    rows["bn_recomputed"] = score(network, test_loader, names)
+    rows["bn_recomputed"] = score(network, test_loader, factors)
     result = {"run": str(args.run_dir), "model": args.model, "images": args.images, **rows}
     print(json.dumps(result, indent=1))
     if args.json:
