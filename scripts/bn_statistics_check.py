@@ -31,8 +31,7 @@ from measurement_context import BUNDLES  # noqa: E402
 from monai.bundle import ConfigParser  # noqa: E402
 from monai.data import DataLoader, Dataset, load_decathlon_datalist  # noqa: E402
 
-from mimmx.averaging import recompute_batchnorm  # noqa: E402
-from mimmx.baselines import group_balanced_sampler  # noqa: E402
+from mimmx.averaging import balanced_images, image_batches, recompute_batchnorm  # noqa: E402
 from mimmx.data.datalist import datalist_base_dir  # noqa: E402
 from mimmx.evaluation import collect_outputs  # noqa: E402
 from mimmx.factors import FactorSpec, label_keys, parse_factors  # noqa: E402
@@ -89,14 +88,12 @@ def main() -> None:
     test = load_decathlon_datalist(str(datalist), False, "test_balanced", base_dir=base)
     train = load_decathlon_datalist(str(datalist), False, "train", base_dir=base)
     test_loader = DataLoader(Dataset(test, clean), batch_size=batch_size)
-    draw = group_balanced_sampler(train, factors, seed=int(info["seed"]), num_samples=args.images)
-    train_loader = DataLoader(Dataset(train, clean), batch_size=batch_size, sampler=draw)
+    images = balanced_images(train, clean, factors, args.images, seed=int(info["seed"]))
     rows = {"as_saved": score(network, test_loader, factors)}
     try:
-        recompute_batchnorm(network, (batch["image"] for batch in train_loader))
+        recompute_batchnorm(network, image_batches(images, batch_size))
     except ValueError as err:
         raise SystemExit(str(err)) from err
-    network.eval()
     rows["bn_recomputed"] = score(network, test_loader, factors)
     result = {"run": str(args.run_dir), "model": args.model, "images": args.images, **rows}
     print(json.dumps(result, indent=1))

@@ -18,7 +18,7 @@ with ``update_bn``. The recomputation runs under its own random state, so traini
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from mimmx.baselines import group_balanced_sampler
 
-__all__ = ["WeightAverage", "ema_decay", "recompute_batchnorm"]
+__all__ = ["WeightAverage", "balanced_images", "ema_decay", "image_batches", "recompute_batchnorm"]
 
 logger = logging.getLogger("mimmx")
 
@@ -55,6 +55,23 @@ def recompute_batchnorm(network: torch.nn.Module, batches: Iterable[torch.Tensor
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad():
         update_bn(batches, network, device=device)
+
+
+def balanced_images(
+    data: Sequence[Mapping[str, Any]], transform: Callable, factors: Sequence[Any], count: int, seed: int = 0
+) -> CacheDataset:
+    """``count`` training images drawn equally from every target x factor group (with replacement), loaded with
+    ``transform`` once: the images the statistics are recomputed on, the same at every call."""
+    draw = list(group_balanced_sampler(data, factors, num_samples=count, seed=seed))
+    return CacheDataset([data[i] for i in draw], transform, cache_rate=1.0, progress=False)
+
+
+def image_batches(images: CacheDataset, batch_size: int) -> Iterator[torch.Tensor]:
+    """The images' tensors in whole batches only (each batch weighs the same in the recomputed average)."""
+    if len(images) < batch_size:
+        raise ValueError(f"{len(images)} images for BatchNorm statistics: at least one batch ({batch_size}) needed.")
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        yield torch.stack([torch.as_tensor(images[i]["image"]) for i in range(start, start + batch_size)])
 
 
 class WeightAverage:
@@ -90,41 +107,25 @@ class WeightAverage:
         self.averaged: AveragedModel | None = None
         self.bn_images: CacheDataset | None = None
         self.batch_size = int(batch_size)
-        if int(bn_images) > 0:
-            self.bn_images = self._bn_dataset(int(bn_images), bn_data, bn_transform, factors, seed)
+        count = int(bn_images)
+        if count > 0:
+            if self.epochs <= 0:
+                raise ValueError(f"average_bn_images is {count}, but average_epochs is 0: no average to refresh.")
+            if count < self.batch_size:
+                raise ValueError(f"average_bn_images ({count}) must be at least one batch ({self.batch_size}).")
+            if not _batchnorm_layers(network):
+                raise ValueError("average_bn_images > 0, but the network has no BatchNorm layer: set it to 0.")
+            if not bn_data or bn_transform is None:
+                raise ValueError("average_bn_images > 0 needs the training data list and the clean preprocessing.")
+            self.bn_images = balanced_images(bn_data, bn_transform, factors, count, seed=seed)
+            logger.info("BatchNorm statistics of the average recomputed at every epoch's end on %d images", count)
         if self.epochs > 0:
             decay = ema_decay(self.epochs, int(steps_per_epoch))
-            own_statistics = self.bn_images is None
-            self.averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=own_statistics)
-            logger.info("weights averaged over about %g epochs (EMA decay %.5f per step)", self.epochs, decay)
-            if not own_statistics:
-                if not _batchnorm_layers(network):
-                    raise ValueError("average_bn_images > 0, but the network has no BatchNorm layer: set it to 0.")
-                logger.info("BatchNorm statistics recomputed at every epoch's end on %d images", int(bn_images))
-
-    def _bn_dataset(
-        self,
-        count: int,
-        data: Sequence[Mapping[str, Any]] | None,
-        transform: Callable | None,
-        factors: Sequence[Any],
-        seed: int,
-    ) -> CacheDataset:
-        if self.epochs <= 0:
-            raise ValueError(f"average_bn_images is {count}, but average_epochs is 0: there is no average to refresh.")
-        if count < self.batch_size:
-            raise ValueError(f"average_bn_images ({count}) must be at least one batch (batch_size {self.batch_size}).")
-        if not data or transform is None:
-            raise ValueError("average_bn_images > 0 needs the training data list and the clean preprocessing.")
-        draw = list(group_balanced_sampler(data, factors, num_samples=count, seed=seed))
-        return CacheDataset([data[i] for i in draw], transform, cache_rate=1.0, progress=False)
-
-    def _bn_batches(self) -> Iterable[torch.Tensor]:
-        full = len(self.bn_images) // self.batch_size * self.batch_size  # whole batches only: one weight each
-        for start in range(0, full, self.batch_size):
-            yield torch.stack(
-                [torch.as_tensor(self.bn_images[i]["image"]) for i in range(start, start + self.batch_size)]
+            statistics_averaged = self.bn_images is None  # else copied from the network, recomputed at epoch ends
+            self.averaged = AveragedModel(
+                network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=statistics_averaged
             )
+            logger.info("weights averaged over about %g epochs (EMA decay %.5f per step)", self.epochs, decay)
 
     @property
     def network(self) -> torch.nn.Module:
@@ -146,7 +147,7 @@ class WeightAverage:
 
     def refresh_batchnorm(self) -> None:
         """The averaged network's BatchNorm statistics from its own activations on the drawn training images."""
-        recompute_batchnorm(self.averaged.module, self._bn_batches())
+        recompute_batchnorm(self.averaged.module, image_batches(self.bn_images, self.batch_size))
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.averaged is None else self.averaged.state_dict()
