@@ -182,5 +182,6 @@ def test_only_mimmx_averages_by_default_and_every_other_method_says_what_it_does
         "mimmx_resampled_held_out",
         "resample_avg_bn",
         "mimmx_resampled_bn",
+        "mimmx_resampled_held_out_bn",
         "mimmx_bn",
     }
