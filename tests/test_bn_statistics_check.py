@@ -40,6 +40,7 @@ def test_a_run_folder_is_scored_as_saved_and_with_recomputed_statistics(tmp_path
     for row in ("as_saved", "bn_recomputed"):
         assert 0.0 <= result[row]["test_balanced_auroc"] <= 1.0
         assert set(result[row]["decision_leakage"]) == {"sex", "age", "devices"}
+    assert result["as_saved"] != result["bn_recomputed"]  # the averaged statistics were replaced, and that shows
     assert (run_dir / "models" / "model.pt").read_bytes() == saved  # the check never rewrites the model
 
     missing = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
