@@ -130,6 +130,7 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
         "mimmx_decision_gap",
         "mimmx_resampled",
         "mimmx_resampled_held_out",
+        "mimmx_resampled_held_out_bn",
         "oracle",
     ],
 )
