@@ -97,7 +97,7 @@ def test_a_bundle_trains_with_held_out_images(tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize("method", ["mimmx_resampled_held_out", "mimmx_resampled_held_out_bn", "resample_avg_held_out"])
+@pytest.mark.parametrize("method", ["mimmx_resampled_held_out", "resample_avg_held_out"])
 def test_group_balanced_batches_carry_the_held_out_flags(method, tmp_path):
     """The sampler draws indices into the marked data list, so the flags reach the loss terms with every batch."""
     small = ConfigParser.load_config_file(str(BUNDLES / "mimmx_cxr" / "configs" / "smoke_test.yaml"))
