@@ -245,6 +245,26 @@ def test_a_regime_is_a_section_of_its_own_with_its_own_erm_reference(bench, tmp_
     assert config_files("evaluating", "strong_aug") == str([*merged, str(configs / "evaluate.yaml")])
 
 
+def test_every_regime_merges_files_both_bundles_have(bench) -> None:
+    """A regime names config files by bundle-relative name: each must exist in every bundle, and the merged
+    strong_aug_long config trains 40 epochs with strong_aug's augmentation."""
+    from monai.bundle import ConfigParser
+
+    for regime, names in bench.REGIMES.items():
+        for bundle in bench.BUNDLES.values():
+            missing = [n for n in names if not (bundle / "configs" / n).is_file()]
+            assert not missing, f"regime {regime}: {bundle.name} lacks {missing}"
+    assert set(bench.MIMMX_SETTINGS) == set(bench.REGIMES)
+    for bundle in bench.BUNDLES.values():
+        parser = ConfigParser()
+        parser.read_config([str(bundle / "configs" / n) for n in ("train.yaml", *bench.REGIMES["strong_aug_long"])])
+        assert parser["max_epochs"] == 40
+        assert (
+            parser["erase_size"]
+            == ConfigParser.load_config_file(str(bundle / "configs" / "strong_augmentation.yaml"))["erase_size"]
+        )
+
+
 def test_a_broken_record_is_refused_by_name(bench, tmp_path: Path) -> None:
     record = tmp_path / "benchmark.json"
     record.write_text(json.dumps({"runs": [{"bundle": "cxr", "protocol": "pair", "seed": 0}]}))
