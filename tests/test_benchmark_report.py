@@ -27,6 +27,8 @@ def _summary(inverted: float, leak: float) -> dict:
         "test_balanced_auroc": 0.7,
         "worst_group_auroc": 0.6,
         "decision_leakage": {"sex": leak, "age": 0.5},
+        "decision_leakage_ci": {"sex": [leak - 0.02, leak + 0.02], "age": [0.48, 0.52]},
+        "decision_leakage_null": {"sex": 0.53, "age": 0.53},
         "leakage_auc": {"sex": 0.8, "age": 0.55},
         "test_inverted_auroc_ci_halfwidth": 0.025,
     }
@@ -82,6 +84,8 @@ def test_rows_aggregation_and_markdown_from_partial_runs(bench, tmp_path: Path) 
     assert erm["test_inverted_auroc"]["mean"] == pytest.approx(0.3)
     assert erm["test_inverted_auroc"]["sd"] == pytest.approx(0.1414, abs=1e-3)
     assert erm["decision_leakage"]["sex"]["mean"] == pytest.approx(0.65)
+    assert erm["decision_leakage_halfwidth"]["sex"]["mean"] == pytest.approx(0.02)  # from each row's 95% CI
+    assert erm["decision_leakage_null"]["age"]["mean"] == pytest.approx(0.53)
     assert erm["smallest_group"] == 3
     assert erm["selected_epoch"] == [1, 1] and erm["balanced_val_epoch"] == [2, 2]
     assert list(tables[("cxr", "pair", 1600, "default")]) == ["erm", "mimmx", "oracle"]  # METHODS order
@@ -142,7 +146,12 @@ def test_targets_on_pair_at_6400_name_the_best_competitor_and_each_miss(bench) -
     assert lines[0].startswith("test_inverted >= ERM + 0.15: 0.780 vs 0.600") and lines[0].endswith("met")
     assert "best other balanced_ce 0.800 -> **not met**" in lines[1]
     assert "best other balanced_ce 0.950 -> met" in lines[2]
-    assert "highest sex 0.550 -> met" in lines[3]
+    assert "highest sex 0.550 -> met" in lines[3]  # rows without CIs: no noise figures
+    one = {"sd": 0.0, "n": 3}
+    table["mimmx"]["decision_leakage_halfwidth"] = {"sex": {**one, "mean": 0.021}}
+    table["mimmx"]["decision_leakage_null"] = {"sex": {**one, "mean": 0.532}}
+    line = bench.targets(table, "pair", 6400)[3]
+    assert "highest sex 0.550 (95% CI +-0.021; no dependence reads up to 0.532) -> met" in line
 
 
 def test_targets_under_a_regime_are_checked_on_mimmx_s_setting_for_it(bench) -> None:

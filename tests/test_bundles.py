@@ -104,6 +104,11 @@ def test_evaluate_writes_metrics_and_report_for_every_test_split_and_factor(trai
     for key in ("test_id_auroc", "test_inverted_auroc", "test_balanced_auroc", "worst_group_auroc"):
         assert key in metrics["summary"]
     assert set(metrics["summary"]["leakage_auc"]) == FACTORS[name]
+    leakage, ci = metrics["summary"]["decision_leakage"], metrics["summary"]["decision_leakage_ci"]
+    assert set(ci) == set(metrics["summary"]["decision_leakage_null"]) == FACTORS[name]
+    for factor, (lo, hi) in ci.items():  # a folded AUROC: every bound is 0.5 or more, and so is the null's quantile
+        assert 0.5 <= lo < hi <= 1.0 and 0.5 <= leakage[factor] <= 1.0
+        assert 0.5 <= metrics["summary"]["decision_leakage_null"][factor] <= 1.0
     report = (root / "eval" / "report.md").read_text()
     assert "test_inverted" in report and "figures/leakage.png" in report
     assert (root / "eval" / "figures" / "roc.png").is_file()

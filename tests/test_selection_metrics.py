@@ -9,7 +9,7 @@ from ignite.engine import Engine
 from sklearn.metrics import roc_auc_score
 
 from mimmx.handlers import SelectionCheckpoints
-from mimmx.metrics import decision_leakage, group_balanced_auroc
+from mimmx.metrics import bootstrap_ci, decision_leakage, decision_leakage_null, group_balanced_auroc
 
 
 def test_group_balanced_auroc_hand_computed() -> None:
@@ -35,6 +35,32 @@ def test_decision_leakage_planted_vs_none() -> None:
     assert decision_leakage(y, leaky, z) > 0.68
     assert decision_leakage(y, inverted, z) > 0.68
     assert decision_leakage(np.zeros(4), np.arange(4.0), np.zeros(4)) is None
+
+
+def test_decision_leakage_null_is_the_floor_of_a_model_without_the_factor() -> None:
+    """The folded AUROC reads above 0.5 on a finite split even with no dependence; the permutation quantile is that
+    floor: above it for a planted dependence, rarely below it without one, lower on a larger split."""
+    rng = np.random.default_rng(1)
+
+    def split(n: int, planted: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y, z = rng.integers(0, 2, n), rng.integers(0, 2, n)
+        return y, y + planted * z + rng.normal(0, 1, n), z
+
+    y, clean, z = split(600, 0.0)
+    floor = decision_leakage_null(y, clean, z, n_perm=200, seed=0)
+    assert 0.51 < floor < 0.56  # about 0.5 + 1.6 sd of a folded AUROC over 2 classes of 150 vs 150
+    assert decision_leakage_null(y, clean, z, n_perm=200, seed=0) == floor  # seeded
+    misses = sum(decision_leakage(*split(600, 0.0)) > floor for _ in range(100))
+    assert misses <= 12  # about 5 of 100 for a 95% quantile
+    y, leaky, z = split(600, 0.5)
+    assert decision_leakage(y, leaky, z) > floor + 0.05
+    y4, clean4, z4 = split(6000, 0.0)
+    assert decision_leakage_null(y4, clean4, z4, n_perm=100, seed=0) < floor - 0.01
+    assert decision_leakage_null(y, clean, z, n_perm=0) is None
+    assert decision_leakage_null(np.zeros(4), np.arange(4.0), np.zeros(4)) is None
+
+    ci = bootstrap_ci(decision_leakage, (y, leaky, z), n_boot=200, seed=0)
+    assert ci[0] < decision_leakage(y, leaky, z) < ci[1] and ci[1] - ci[0] < 0.1
 
 
 def test_selection_checkpoints_saves_best_balanced_and_last(tmp_path) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "bootstrap_ci",
     "classification_metrics",
     "decision_leakage",
+    "decision_leakage_null",
     "ece",
     "group_balanced_auroc",
     "group_metrics",
@@ -433,3 +434,29 @@ def decision_leakage(labels: np.ndarray, scores: np.ndarray, factor: np.ndarray)
         folded = [abs(roc_auc_score(factor[inside] == v, scores[inside]) - 0.5) + 0.5 for v in values]
         per_class.append(float(np.mean(folded)))
     return float(np.mean(per_class)) if per_class else None
+
+
+def decision_leakage_null(
+    labels: np.ndarray, scores: np.ndarray, factor: np.ndarray, n_perm: int = 300, seed: int = 0, level: float = 0.95
+) -> float | None:
+    """What :func:`decision_leakage` reads on this split when the scores carry no factor at all: its ``level``
+    quantile with the factor permuted inside each target class.
+
+    The folded AUROC is at least 0.5 by construction, so even a model that ignores the factor reads above 0.5, the
+    more so the smaller the classes; this quantile is that floor for the split's own sizes. A model reading above it
+    uses the factor (for a reason the training correlation gave it, or because the factor changes the image the
+    model reads). None where :func:`decision_leakage` is None or ``n_perm`` is 0.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    factor = np.asarray(factor).reshape(-1)
+    if n_perm <= 0 or decision_leakage(labels, scores, factor) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    values = []
+    for _ in range(n_perm):
+        permuted = factor.copy()
+        for rows in classes:
+            permuted[rows] = factor[rng.permutation(rows)]
+        values.append(decision_leakage(labels, scores, permuted))
+    return float(np.quantile(values, level))
