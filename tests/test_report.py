@@ -77,6 +77,9 @@ def _metrics() -> dict:
         "splits": splits,
         "probes": {"split": "test_balanced", "folds": 5, "n": 200, "logistic": probe, "knn": probe},
         "posthoc_mi": {"fit_split": "val", "eval_split": "test_balanced", "pairs": {"causal|sex": 0.0123}},
+        "decision_leakage": {"sex": 0.628, "devices": 0.541},
+        "decision_leakage_ci": {"sex": [0.601, 0.652], "devices": None},
+        "decision_leakage_null": {"sex": 0.534, "devices": 0.533},
         "summary": {
             "test_id_auroc": 0.9,
             "test_inverted_auroc": 0.82,
@@ -158,6 +161,7 @@ def test_full_report(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
         assert name in text, name
     assert "causal / sex" in text  # the pair is not left as a raw "|" that would split the table cell
     assert "0.900 [0.860, 0.940]" in text  # value with CI
+    assert "| sex | 0.628 [0.601, 0.652] | 0.534 |" in text and "| devices | 0.541 | 0.533 |" in text
     figures = ["group_auroc", "group_accuracy", "roc", "leakage", "training", "embedding_causal", "embedding_sex"]
     for name in figures:
         assert f"](figures/{name}.png)" in text, name
@@ -172,7 +176,11 @@ def test_full_report(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     metrics.write_text(json.dumps(data))
     text = Path(write_report(str(metrics), str(out), title="Minimal")).read_text()
     assert text.startswith("# Minimal")
-    for gone in ("## Leakage probes", "## Post-hoc", "## Training history", "## Feature embeddings", "leakage.png"):
+    data["decision_leakage"] = None  # a multi-class task or an older metrics file: no section
+    metrics.write_text(json.dumps(data))
+    text = Path(write_report(str(metrics), str(out), title="Minimal")).read_text()
+    gone_sections = ("## Decision leakage", "## Leakage probes", "## Post-hoc", "## Training history")
+    for gone in (*gone_sections, "## Feature embeddings", "leakage.png"):
         assert gone not in text, gone
     for name in ("leakage", "training", "embedding_causal", "embedding_sex"):
         assert not (out / "figures" / f"{name}.png").exists(), name
@@ -203,6 +211,9 @@ def test_format_summary() -> None:
     for split in SPLITS:
         assert any(line.startswith(split) for line in lines), split
     assert "0.900 [0.860, 0.940]" in text
+    leakage = lines[-1]
+    assert leakage.startswith("decision leakage of the causal output inside each class (0.5 = none; no dependence")
+    assert "up to 0.534): sex 0.628 [0.601, 0.652], devices 0.541" in leakage
 
 
 def test_sparse_metrics_do_not_crash(tmp_path: Path) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mimmx.names import CAUSAL
-from mimmx.report.values import WORST_SUBGROUP_AUROC, factor_entry, factor_names, fmt, fmt_ci, fmt_int, ordered_splits
+from mimmx.report.values import (
+    WORST_SUBGROUP_AUROC,
+    decision_leakage_entries,
+    factor_entry,
+    factor_names,
+    fmt,
+    fmt_ci,
+    fmt_int,
+    ordered_splits,
+)
 
 __all__ = ["format_summary"]
 
@@ -39,5 +48,13 @@ def format_summary(metrics: Mapping) -> str:
         lines.append(
             "leakage probe AUROC from the causal partition (ideal 0.5): "
             + ", ".join(f"{name} {fmt(value)}" for name, value in leakage.items())
+        )
+    entries = decision_leakage_entries(metrics)
+    if entries:
+        floors = [null for _, _, null in entries if null is not None]
+        floor = f"; no dependence reads up to {max(floors):.3f}" if floors else ""
+        lines.append(
+            f"decision leakage of the causal output inside each class (0.5 = none{floor}): "
+            + ", ".join(f"{name} {fmt_ci(entry)}" for name, entry, _ in entries)
         )
     return "\n".join(lines)

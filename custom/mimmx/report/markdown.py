@@ -16,6 +16,7 @@ from mimmx.report.values import (
     PROBE_TITLES,
     WORST_CELL_ACCURACY,
     WORST_SUBGROUP_AUROC,
+    decision_leakage_entries,
     factor_entry,
     factor_names,
     fmt,
@@ -30,6 +31,7 @@ from mimmx.report.values import (
 __all__ = [
     "summary_section",
     "factor_section",
+    "decision_leakage_section",
     "leakage_section",
     "posthoc_section",
     "training_section",
@@ -187,6 +189,26 @@ def factor_section(metrics: Mapping, auroc_fig: Path | None, acc_fig: Path | Non
             "by split with 95% CI; a shortcut shows as cells that collapse on test_inverted while their counterparts "
             "stay high.",
         )
+    return lines
+
+
+def decision_leakage_section(metrics: Mapping) -> list[str]:
+    entries = decision_leakage_entries(metrics)
+    if not entries:
+        return []
+    lines = ["", "## Decision leakage", ""]
+    lines += [
+        "How well the causal output separates each factor's values inside each target class on test_balanced "
+        "(AUROC folded at 0.5, averaged over the classes; 0.5 = not at all), with its bootstrap 95% CI. The last "
+        "column is what this split reads for a model that does not use the factor (the 95th percentile with the "
+        "factor permuted inside each class): on a finite split even no dependence reads above 0.5. The folding "
+        "puts resamples above the value near 0.5, so there read the interval's width, not its position.",
+        "",
+    ]
+    lines += _table(
+        ["factor", "decision leakage [95% CI]", "no dependence reads up to"],
+        [[name, fmt_ci(entry), fmt(null)] for name, entry, null in entries],
+    )
     return lines
 
 

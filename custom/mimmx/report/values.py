@@ -114,3 +114,13 @@ def probe_axes(metrics: Mapping, table: Mapping) -> tuple[list[str], list[str]]:
             cols += [c for c in row if c not in cols]
     cols = [c for c in cols if any(isinstance(table.get(r), Mapping) and c in table[r] for r in rows)]
     return rows, cols
+
+
+def decision_leakage_entries(metrics: Mapping) -> list[tuple[str, dict, float | None]]:
+    """Per factor: its decision leakage as a metric entry (value and bootstrap CI) and the level the split reads for
+    no dependence; [] when the metrics carry no decision leakage (multi-class tasks, older files)."""
+    leakage = metrics.get("decision_leakage")
+    if not isinstance(leakage, Mapping) or not any(metric_value(v) is not None for v in leakage.values()):
+        return []
+    ci, null = metrics.get("decision_leakage_ci") or {}, metrics.get("decision_leakage_null") or {}
+    return [(str(f), {"value": v, "ci": ci.get(f)}, metric_value(null.get(f))) for f, v in leakage.items()]

@@ -13,6 +13,7 @@ from mimmx.report.embeddings import embedding_figures
 from mimmx.report.figures import group_figure, leakage_figure, roc_figure
 from mimmx.report.files import read_history, read_json
 from mimmx.report.markdown import (
+    decision_leakage_section,
     embedding_section,
     factor_section,
     leakage_section,
@@ -84,6 +85,7 @@ def write_report(
     lines += [""]
     lines += summary_section(metrics, roc)
     lines += factor_section(metrics, auroc_fig, acc_fig)
+    lines += decision_leakage_section(metrics)
     lines += leakage_section(metrics, leak_fig)
     lines += posthoc_section(metrics)
     if history is not None:
