@@ -7,6 +7,8 @@
     python scripts/benchmark.py --quick              # a few minutes: CXR, protocol pair, train 800, 15 epochs, one
                                                      #   seed, erm vs mimmx; prints both (a measurement, not a test)
     python scripts/benchmark.py --report_only        # rebuild the documents from whatever runs have finished
+    python scripts/benchmark.py --estimate --reuse   # how long the planned runs would train, from recorded epoch
+                                                     #   times; runs nothing
 
 The documents are rewritten after every finished run and keep every row recorded in docs/results/benchmark.json: a
 run folder of the same bundle, protocol, size, method and seed replaces its row, and nothing else removes one, so a
@@ -385,6 +387,52 @@ def merge_rows(recorded: Sequence[Mapping[str, Any]], measured: Sequence[Mapping
     rows.sort(key=row_key)
     add_relative_times(rows)
     return rows
+
+
+def run_epochs(bundle: str, regime: str, extra: Mapping[str, Any]) -> int:
+    """The epochs one run trains: ``--set max_epochs``, else the regime's files merged over train.yaml."""
+    if "max_epochs" in extra:
+        return int(extra["max_epochs"])
+    from monai.bundle import ConfigParser
+
+    configs = BUNDLES[bundle] / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / name) for name in ("train.yaml", *REGIMES[regime])])
+    return int(parser["max_epochs"])
+
+
+def epoch_seconds_of(spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """A planned run's seconds per epoch from the recorded rows: the same bundle, size and method (its own regime
+    first), else ERM's on the same bundle and size; None when nothing comparable was recorded."""
+    same = [r for r in rows if (r["bundle"], r["n_train"]) == (spec["bundle"], spec["n_train"])]
+    for method in (spec["method"], "erm"):
+        mine = [r for r in same if r["method"] == method and r.get("epoch_seconds")]
+        own = [r for r in mine if regime_of(r) == regime_of(spec)] or mine
+        if own:
+            return statistics.mean(r["epoch_seconds"] for r in own)
+    return None
+
+
+def estimate(specs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any],
+             jobs: int) -> list[str]:  # fmt: skip
+    """The planned runs' training time from the recorded epoch times (measured under the same ``--jobs`` on this
+    machine), per bundle and size: a lower bound, evaluation and data preparation come on top."""
+    cells: dict[tuple, list[float | None]] = {}
+    for spec in specs:
+        per_epoch = epoch_seconds_of(spec, rows)
+        seconds = None if per_epoch is None else per_epoch * run_epochs(spec["bundle"], regime_of(spec), extra)
+        cells.setdefault((spec["bundle"], spec["n_train"], regime_of(spec)), []).append(seconds)
+    lines = ["| bundle | train | regime | runs | without a recorded epoch time | training hours (wall, --jobs) |"]
+    lines.append("|---|---|---|---|---|---|")
+    total = 0.0
+    for (bundle, n_train, regime), seconds in cells.items():
+        known = [x for x in seconds if x is not None]
+        hours = sum(known) / max(1, jobs) / 3600
+        total += hours
+        missing = len(seconds) - len(known)
+        lines.append(f"| {bundle} | {n_train} | {regime} | {len(seconds)} | {missing} | {hours:.1f} |")
+    lines.append(f"| all | | | {len(specs)} | | {total:.1f} |")
+    return lines
 
 
 def mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -772,6 +820,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "benchmark.json")
     parser.add_argument("--reuse", action="store_true", help="keep runs whose evaluations all exist (resume)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the documents from finished runs")
+    parser.add_argument(
+        "--estimate", action="store_true", help="the planned runs' training hours from recorded epoch times; no run"
+    )
     parser.add_argument("--quick", action="store_true", help="CXR, protocol pair, train 800, 15 epochs, erm vs mimmx")
     parser.add_argument("--regime", default="default", choices=list(REGIMES), help="training regime of every method")
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"), help="override")
@@ -852,6 +903,9 @@ def main() -> None:
         if len(kept) < len(specs):
             print(f"{len(specs) - len(kept)} run(s) already recorded in {args.json}: not rerun (--reuse)")
         specs = kept
+    if args.estimate:
+        print("\n".join(estimate(specs, recorded, extra, args.jobs)))
+        return
     start = time.perf_counter()
     prepared: dict[str, str] = {}
     for spec in specs:  # data lists first, one at a time: parallel runs would race on them

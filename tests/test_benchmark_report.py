@@ -274,6 +274,25 @@ def test_every_regime_merges_files_both_bundles_have(bench) -> None:
         )
 
 
+def test_estimate_reads_each_run_s_epoch_time_from_the_record(bench) -> None:
+    """--estimate: a planned run trains its epochs at the recorded seconds per epoch of its own method (its own regime
+    first), else ERM's on the same bundle and size; runs with nothing comparable are counted, not guessed."""
+    rows = [
+        {"bundle": "cxr", "n_train": 6400, "method": "erm", "epoch_seconds": 10.0},
+        {"bundle": "cxr", "n_train": 6400, "method": "mimmx", "epoch_seconds": 30.0},
+        {"bundle": "cxr", "n_train": 6400, "method": "mimmx", "epoch_seconds": 60.0, "regime": "strong_aug"},
+    ]
+    plan = [{"bundle": "cxr", "n_train": 6400, "method": m, "regime": "default"} for m in ("erm", "mimmx", "dfr")]
+    plan += [{"bundle": "mri", "n_train": 1600, "method": "erm", "regime": "default"}]
+    lines = bench.estimate(plan, rows, {"max_epochs": 72}, jobs=2)
+    # (10 + 30 + 10 for dfr, from ERM) s x 72 epochs / 2 jobs = 1800 s = 0.5 h
+    assert "| cxr | 6400 | default | 3 | 0 | 0.5 |" in lines
+    assert "| mri | 1600 | default | 1 | 1 | 0.0 |" in lines
+    assert bench.epoch_seconds_of({**plan[1], "regime": "strong_aug"}, rows) == 60.0
+    assert bench.run_epochs("cxr", "strong_aug_long", {}) == 40
+    assert bench.run_epochs("mri", "default", {"max_epochs": 5}) == 5
+
+
 def test_a_broken_record_is_refused_by_name(bench, tmp_path: Path) -> None:
     record = tmp_path / "benchmark.json"
     record.write_text(json.dumps({"runs": [{"bundle": "cxr", "protocol": "pair", "seed": 0}]}))
