@@ -1,8 +1,10 @@
-"""The benchmark ladder: every method on both bundles' synthetic cohorts, per protocol, training size and seed.
+"""The benchmark ladder: every baseline, MIMM-X and the oracle on both bundles' synthetic cohorts, per protocol,
+training size and seed.
 
-    python scripts/benchmark.py --jobs 2 --reuse     # the full ladder (hours on a 2-core CPU): cxr x {single, pair,
-                                                     #   all}, mri x {pair, all}, train 1600 and 6400, every method,
-                                                     #   3 seeds -> docs/benchmarks.md, docs/results/benchmark.json,
+    python scripts/benchmark.py --jobs 2 --reuse     # the full ladder (about 14 hours of training on a 2-core CPU,
+                                                     #   --estimate): cxr x {single, pair, all}, mri x {pair, all},
+                                                     #   train 1600 and 6400, LADDER_METHODS, 20 epochs, 3 seeds ->
+                                                     #   docs/benchmarks.md, docs/results/benchmark.json,
                                                      #   docs/results/benchmark.png
     python scripts/benchmark.py --quick              # a few minutes: CXR, protocol pair, train 800, 15 epochs, one
                                                      #   seed, erm vs mimmx; prints both (a measurement, not a test)
@@ -83,6 +85,25 @@ QUICK = {
     "sizes": {"train": 800, "val": 400, "test_id": 600, "test_inverted": 600, "test_balanced": 600},
     "max_epochs": 15,
 }
+# the training budget of every recorded row unless a regime sets its own (train.yaml's 30 is the bundles' default
+# for a user's own training)
+BENCHMARK_EPOCHS = 20
+# the ladder's methods: every baseline, MIMM-X's default and the oracle (--methods all: every entry of METHODS, the
+# ablations and earlier settings included)
+LADDER_METHODS = (
+    "erm",
+    "resample",
+    "groupdro",
+    "adversarial",
+    "cond_adversarial",
+    "dcor",
+    "mimm_single",
+    "balanced_ce",
+    "subsample",
+    "dfr",
+    "mimmx",
+    "oracle",
+)
 SELECTIONS = {"model": "model.pt", "last_epoch": "model_last.pt", "balanced_val_selection": "model_balanced_val.pt"}
 
 
@@ -389,38 +410,44 @@ def merge_rows(recorded: Sequence[Mapping[str, Any]], measured: Sequence[Mapping
     return rows
 
 
-def run_epochs(bundle: str, regime: str, extra: Mapping[str, Any]) -> int:
-    """The epochs one run trains: ``--set max_epochs``, else the regime's files merged over train.yaml."""
-    if "max_epochs" in extra:
-        return int(extra["max_epochs"])
+def regime_epochs(regime: str) -> int | None:
+    """The ``max_epochs`` a regime's own files set (strong_aug_long: 40); None where they leave it to the benchmark."""
     from monai.bundle import ConfigParser
 
-    configs = BUNDLES[bundle] / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / name) for name in ("train.yaml", *REGIMES[regime])])
-    return int(parser["max_epochs"])
+    found = {
+        int(config["max_epochs"])
+        for bundle in BUNDLES.values()
+        for name in REGIMES[regime]
+        if "max_epochs" in (config := ConfigParser.load_config_file(str(bundle / "configs" / name)))
+    }
+    if len(found) > 1:
+        raise SystemExit(f"regime {regime}: the bundles' files set different max_epochs {sorted(found)}")
+    return found.pop() if found else None
 
 
 def epoch_seconds_of(spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> float | None:
     """A planned run's seconds per epoch from the recorded rows: the same bundle, size and method (its own regime
-    first), else ERM's on the same bundle and size; None when nothing comparable was recorded."""
-    same = [r for r in rows if (r["bundle"], r["n_train"]) == (spec["bundle"], spec["n_train"])]
-    for method in (spec["method"], "erm"):
-        mine = [r for r in same if r["method"] == method and r.get("epoch_seconds")]
-        own = [r for r in mine if regime_of(r) == regime_of(spec)] or mine
-        if own:
-            return statistics.mean(r["epoch_seconds"] for r in own)
+    first), else ERM's on the same bundle and size, else either at another size scaled by the images per epoch;
+    None when the bundle has no row at all."""
+    bundle = [r for r in rows if r["bundle"] == spec["bundle"] and r.get("epoch_seconds")]
+    for same_size in (True, False):
+        for method in (spec["method"], "erm"):
+            mine = [r for r in bundle if r["method"] == method and (r["n_train"] == spec["n_train"]) == same_size]
+            own = [r for r in mine if regime_of(r) == regime_of(spec)] or mine
+            if own:
+                return statistics.mean(r["epoch_seconds"] * spec["n_train"] / r["n_train"] for r in own)
     return None
 
 
 def estimate(specs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any],
              jobs: int) -> list[str]:  # fmt: skip
     """The planned runs' training time from the recorded epoch times (measured under the same ``--jobs`` on this
-    machine), per bundle and size: a lower bound, evaluation and data preparation come on top."""
+    machine) and ``extra``'s ``max_epochs``, per bundle and size: a lower bound, evaluation and data preparation
+    come on top."""
     cells: dict[tuple, list[float | None]] = {}
     for spec in specs:
         per_epoch = epoch_seconds_of(spec, rows)
-        seconds = None if per_epoch is None else per_epoch * run_epochs(spec["bundle"], regime_of(spec), extra)
+        seconds = None if per_epoch is None else per_epoch * int(extra["max_epochs"])
         cells.setdefault((spec["bundle"], spec["n_train"], regime_of(spec)), []).append(seconds)
     lines = ["| bundle | train | regime | runs | without a recorded epoch time | training hours (wall, --jobs) |"]
     lines.append("|---|---|---|---|---|---|")
@@ -810,7 +837,7 @@ def main() -> None:
     parser.add_argument("--bundles", default="cxr,mri")
     parser.add_argument("--protocols", default=None, help="default: cxr single,pair,all; mri pair,all")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="training-split sizes")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(LADDER_METHODS), help="comma-separated; all: every method")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--val_size", type=int, default=EVAL_SIZES["val"])
     parser.add_argument("--test_size", type=int, default=EVAL_SIZES["test_id"], help="each of the three test splits")
@@ -828,7 +855,8 @@ def main() -> None:
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("ID", "VALUE"), help="override")
     args = parser.parse_args()
 
-    bundles, methods, sizes = _csv(args.bundles), _csv(args.methods), [int(s) for s in _csv(args.sizes)]
+    methods = list(METHODS) if args.methods == "all" else _csv(args.methods)
+    bundles, sizes = _csv(args.bundles), [int(s) for s in _csv(args.sizes)]
     protocols = {b: _csv(args.protocols or DEFAULT_PROTOCOLS.get(b, "all")) for b in bundles}
     extra: dict[str, Any] = {"max_epochs": QUICK["max_epochs"]} if args.quick else {}
     if args.quick:
@@ -840,6 +868,8 @@ def main() -> None:
             extra[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             extra[key] = value
+    # one budget for every row of a cell: --set max_epochs, else the regime's own, else the recorded rows' 20
+    extra.setdefault("max_epochs", regime_epochs(args.regime) or BENCHMARK_EPOCHS)
     unknown = [b for b in bundles if b not in BUNDLES] + [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"unknown bundle/method {unknown}; bundles {list(BUNDLES)}, methods {list(METHODS)}")

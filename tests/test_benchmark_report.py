@@ -276,7 +276,7 @@ def test_every_regime_merges_files_both_bundles_have(bench) -> None:
 
 def test_estimate_reads_each_run_s_epoch_time_from_the_record(bench) -> None:
     """--estimate: a planned run trains its epochs at the recorded seconds per epoch of its own method (its own regime
-    first), else ERM's on the same bundle and size; runs with nothing comparable are counted, not guessed."""
+    first), else ERM's, else another size's scaled; runs of a bundle with no row are counted, not guessed."""
     rows = [
         {"bundle": "cxr", "n_train": 6400, "method": "erm", "epoch_seconds": 10.0},
         {"bundle": "cxr", "n_train": 6400, "method": "mimmx", "epoch_seconds": 30.0},
@@ -284,13 +284,16 @@ def test_estimate_reads_each_run_s_epoch_time_from_the_record(bench) -> None:
     ]
     plan = [{"bundle": "cxr", "n_train": 6400, "method": m, "regime": "default"} for m in ("erm", "mimmx", "dfr")]
     plan += [{"bundle": "mri", "n_train": 1600, "method": "erm", "regime": "default"}]
+    scaled = {"bundle": "cxr", "n_train": 1600, "method": "mimmx", "regime": "default"}
+    assert bench.epoch_seconds_of(scaled, rows) == pytest.approx(30.0 / 4)  # from 6400, by the images per epoch
     lines = bench.estimate(plan, rows, {"max_epochs": 72}, jobs=2)
     # (10 + 30 + 10 for dfr, from ERM) s x 72 epochs / 2 jobs = 1800 s = 0.5 h
     assert "| cxr | 6400 | default | 3 | 0 | 0.5 |" in lines
     assert "| mri | 1600 | default | 1 | 1 | 0.0 |" in lines
     assert bench.epoch_seconds_of({**plan[1], "regime": "strong_aug"}, rows) == 60.0
-    assert bench.run_epochs("cxr", "strong_aug_long", {}) == 40
-    assert bench.run_epochs("mri", "default", {"max_epochs": 5}) == 5
+    # the budget: a regime's own files set it (strong_aug_long), else the benchmark's 20 of every recorded row
+    assert bench.regime_epochs("strong_aug_long") == 40 and bench.regime_epochs("strong_aug") is None
+    assert bench.BENCHMARK_EPOCHS == 20 and set(bench.LADDER_METHODS) <= set(bench.METHODS)
 
 
 def test_a_broken_record_is_refused_by_name(bench, tmp_path: Path) -> None:
