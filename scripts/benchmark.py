@@ -439,8 +439,9 @@ def epoch_seconds_of(spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]])
     return None
 
 
-def estimate(specs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any],
-             jobs: int) -> list[str]:  # fmt: skip
+def estimate(
+    specs: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any], jobs: int
+) -> list[str]:
     """The planned runs' training time from the recorded epoch times (measured under the same ``--jobs`` on this
     machine) and ``extra``'s ``max_epochs``, per bundle and size: a lower bound, evaluation and data preparation
     come on top."""
